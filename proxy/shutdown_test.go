@@ -31,8 +31,12 @@ func TestShutdownDrains(t *testing.T) {
 		shutdown <- b.srv.Shutdown(sctx)
 	}()
 
-	// The idle session is told why and closed.
-	_, err = idle.Exec(ctx, "SELECT 1").ReadAll()
+	// The idle session is told why and closed (it may still run a query
+	// or two before the shutdown goroutine gets to it).
+	require.Eventually(t, func() bool {
+		_, err = idle.Exec(ctx, "SELECT 1").ReadAll()
+		return err != nil
+	}, 10*time.Second, 10*time.Millisecond)
 	var pgErr *pgconn.PgError
 	require.ErrorAs(t, err, &pgErr)
 	require.Equal(t, "57P01", pgErr.Code)
@@ -76,4 +80,3 @@ func TestShutdownTimeoutClosesBusy(t *testing.T) {
 		return err == nil && n == 0
 	}, 10*time.Second, 50*time.Millisecond)
 }
-
