@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fetchq/fetchq-proxy/internal/pgserver"
+	"github.com/fetchq/fetchq-proxy/proxy"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// options are the command-line settings. Each flag falls back to an
+// environment variable, named in its usage text.
+type options struct {
+	listen          string
+	upstream        string
+	dataDir         string
+	logLevel        string
+	tlsCert         string
+	tlsKey          string
+	shutdownTimeout time.Duration
+	startupTimeout  time.Duration
+	maxClients      int
+}
+
+// flagSpec ties a flag to its environment variable.
+type flagSpec struct {
+	name, env, usage string
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("fetchq-proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	str := func(p *string, name, env, def, usage string) {
+		fs.StringVar(p, name, envOr(env, def), fmt.Sprintf("%s (env %s)", usage, env))
+	}
+	str(&o.listen, "listen", "FETCHQ_LISTEN", "127.0.0.1:6432", "TCP address clients connect to")
+	str(&o.upstream, "upstream", "FETCHQ_UPSTREAM", "", "upstream Postgres as a libpq URL or key=value DSN; PG* variables fill what it omits. Empty: start an embedded Postgres")
+	str(&o.dataDir, "data-dir", "FETCHQ_DATA_DIR", defaultDataDir(), "directory of the embedded Postgres (used only without --upstream)")
+	str(&o.logLevel, "log-level", "FETCHQ_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	str(&o.tlsCert, "tls-cert", "FETCHQ_TLS_CERT", "", "PEM certificate file; with --tls-key, clients may use TLS (sslmode=require)")
+	str(&o.tlsKey, "tls-key", "FETCHQ_TLS_KEY", "", "PEM private key file for --tls-cert")
+	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
+		d := def
+		if v := os.Getenv(env); v != "" {
+			if pd, err := time.ParseDuration(v); err == nil {
+				d = pd
+			}
+		}
+		fs.DurationVar(p, name, d, fmt.Sprintf("%s (env %s)", usage, env))
+	}
+	dur(&o.shutdownTimeout, "shutdown-timeout", "FETCHQ_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGINT/SIGTERM, how long sessions may take to finish their transaction before they are closed")
+	dur(&o.startupTimeout, "startup-timeout", "FETCHQ_STARTUP_TIMEOUT", 15*time.Second, "time a client has to complete the startup and authentication exchange")
+	maxClients := 0
+	if v := os.Getenv("FETCHQ_MAX_CLIENTS"); v != "" {
+		fmt.Sscan(v, &maxClients)
+	}
+	fs.IntVar(&o.maxClients, "max-clients", maxClients, "maximum concurrent client connections, 0 for no limit (env FETCHQ_MAX_CLIENTS)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return nil, errUsage
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key must be given together")
+	}
+	return o, nil
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// defaultDataDir is the embedded Postgres' home: under the user's data
+// directory ($XDG_DATA_HOME or ~/.local/share). Root gets
+// /var/lib/fetchq-proxy, because the server runs as the postgres user, who
+// cannot enter /root.
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/fetchq-proxy"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "fetchq-proxy")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "fetchq-proxy")
+	}
+	return filepath.Join(os.TempDir(), "fetchq-proxy")
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// run is main without the process: it returns when ctx is cancelled (after
+// a graceful shutdown) or on a fatal error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(o.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+
+	var upstream *pgconn.Config
+	var embedded *pgserver.Server
+	if o.upstream != "" {
+		upstream, err = pgconn.ParseConfig(o.upstream)
+		if err != nil {
+			// pgconn redacts the password in its parse errors.
+			return fmt.Errorf("--upstream: %w", err)
+		}
+	} else {
+		embedded, err = pgserver.Start(ctx, pgserver.Options{
+			DataDir: filepath.Join(o.dataDir, "pgdata"),
+			Logger:  logger,
+		})
+		if err != nil {
+			return fmt.Errorf("embedded Postgres: %w", err)
+		}
+		defer func() {
+			if err := embedded.Stop(); err != nil {
+				logger.Error("stopping embedded Postgres", "err", err)
+			}
+		}()
+		upstream, err = pgconn.ParseConfig(embedded.ConnString("postgres", "postgres"))
+		if err != nil {
+			return err
+		}
+	}
+
+	cfg := proxy.Config{
+		Upstream:       upstream,
+		Logger:         logger,
+		StartupTimeout: o.startupTimeout,
+		MaxClients:     o.maxClients,
+	}
+	if o.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return fmt.Errorf("loading TLS certificate: %w", err)
+		}
+		cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return err
+	}
+	srv := proxy.NewServer(cfg)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	logger.Info("fetchq-proxy listening", "addr", ln.Addr().String(), "embedded", embedded != nil)
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	if embedded != nil {
+		fmt.Fprintf(stdout, "fetchq-proxy is running on an embedded Postgres (data in %s). Connect with:\n  psql %s\n",
+			o.dataDir, quoteDSN(fmt.Sprintf("host=%s port=%s user=postgres dbname=postgres", host, port)))
+	} else {
+		fmt.Fprintf(stdout, "fetchq-proxy is listening on %s, forwarding to %s\n",
+			ln.Addr(), redactedTarget(upstream))
+	}
+
+	select {
+	case err := <-serveErr:
+		srv.Close()
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: waiting for sessions to finish their transactions", "timeout", o.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("shutdown timeout reached; closed busy sessions", "err", err)
+	}
+	<-serveErr
+	return nil
+}
+
+// redactedTarget names the upstream by host and port only: never the
+// password or the full DSN.
+func redactedTarget(c *pgconn.Config) string {
+	network, addr := pgconn.NetworkAddress(c.Host, c.Port)
+	return network + " " + addr
+}
+
+func quoteDSN(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

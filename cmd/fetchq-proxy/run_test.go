@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fetchq/fetchq-proxy/internal/pgtest"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// startRun runs the command in the background and returns the first line
+// it prints that matches re, and a function that stops it (SIGINT-like
+// cancel) and returns run's error.
+func startRun(t *testing.T, re *regexp.Regexp, args ...string) (match []string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, args, pw, io.Discard)
+		pw.CloseWithError(io.EOF)
+		done <- err
+	}()
+	stop = func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(60 * time.Second):
+			t.Fatal("run did not return after cancel")
+			return nil
+		}
+	}
+	lines := make(chan []string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				lines <- m
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case match = <-lines:
+	case err := <-done:
+		t.Fatalf("run ended early: %v", err)
+	case <-time.After(90 * time.Second):
+		cancel()
+		t.Fatal("no startup line")
+	}
+	return match, stop
+}
+
+func query(t *testing.T, dsn, sql string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, dsn)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	res, err := conn.Exec(ctx, sql).ReadAll()
+	require.NoError(t, err)
+	if len(res) == 0 || len(res[0].Rows) == 0 {
+		return ""
+	}
+	return string(res[0].Rows[0][0])
+}
+
+// TestRunWithUpstream: --upstream proxies to an existing Postgres.
+func TestRunWithUpstream(t *testing.T) {
+	db := pgtest.NewDB(t)
+	m, stop := startRun(t, regexp.MustCompile(`listening on 127\.0\.0\.1:(\d+)`),
+		"--listen", "127.0.0.1:0", "--upstream", pgtest.AdminConnString(), "--log-level", "debug")
+	got := query(t, "host=127.0.0.1 port="+m[1]+" user=postgres sslmode=disable dbname="+db.Name, "SELECT current_database()")
+	require.Equal(t, db.Name, got)
+	require.NoError(t, stop())
+}
+
+// TestRunEmbedded: without --upstream the command starts its own Postgres
+// in --data-dir, prints the psql line, and stops it on exit; a second run
+// reuses the data directory.
+func TestRunEmbedded(t *testing.T) {
+	dir, err := os.MkdirTemp("/tmp", "fqcmd")
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(dir, 0o755))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+
+	re := regexp.MustCompile(`^\s+psql '(host=127\.0\.0\.1 port=\d+ user=postgres dbname=postgres)'$`)
+	for i := range 2 {
+		m, stop := startRun(t, re, "--listen", "127.0.0.1:0", "--data-dir", dir)
+		_ = query(t, m[1]+" sslmode=disable", "SELECT 1")
+		if i == 0 {
+			_ = query(t, m[1]+" sslmode=disable", "CREATE TABLE kept (x int)")
+		} else {
+			require.Equal(t, "0", query(t, m[1]+" sslmode=disable", "SELECT count(*) FROM kept"))
+		}
+		require.NoError(t, stop())
+		_, err = os.Stat(dir + "/pgdata/postmaster.pid")
+		require.True(t, os.IsNotExist(err), "embedded Postgres still running after exit")
+	}
+}
+
+// TestFlagsFromEnvironment: every flag falls back to its FETCHQ_ variable.
+func TestFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("FETCHQ_LISTEN", "127.0.0.1:7777")
+	t.Setenv("FETCHQ_UPSTREAM", "host=/tmp port=5")
+	t.Setenv("FETCHQ_DATA_DIR", "/x/y")
+	t.Setenv("FETCHQ_LOG_LEVEL", "warn")
+	t.Setenv("FETCHQ_SHUTDOWN_TIMEOUT", "3s")
+	t.Setenv("FETCHQ_MAX_CLIENTS", "12")
+	o, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:7777", o.listen)
+	require.Equal(t, "host=/tmp port=5", o.upstream)
+	require.Equal(t, "/x/y", o.dataDir)
+	require.Equal(t, "warn", o.logLevel)
+	require.Equal(t, 3*time.Second, o.shutdownTimeout)
+	require.Equal(t, 12, o.maxClients)
+
+	o, err = parseFlags([]string{"--listen", ":1", "--max-clients", "3"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, ":1", o.listen)
+	require.Equal(t, 3, o.maxClients)
+}
+
+// TestBadUpstreamNeverEchoesPassword: a malformed --upstream is reported
+// without its password.
+func TestBadUpstreamNeverEchoesPassword(t *testing.T) {
+	var stderr strings.Builder
+	err := run(context.Background(), []string{"--upstream", "postgres://u:hunter2@localhost:notaport/db"}, io.Discard, &stderr)
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "hunter2")
+	require.NotContains(t, stderr.String(), "hunter2")
+}
+
+// TestBadFlags: unknown flags and half a TLS pair are rejected.
+func TestBadFlags(t *testing.T) {
+	require.Error(t, run(context.Background(), []string{"--nope"}, io.Discard, io.Discard))
+	err := run(context.Background(), []string{"--tls-cert", "x.pem"}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "--tls-cert and --tls-key must be given together")
+}
