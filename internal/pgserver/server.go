@@ -195,7 +195,7 @@ func newServer(opts Options) (*Server, error) {
 			return nil, err
 		}
 	} else if !hasServerBinaries(binDir) {
-		return nil, fmt.Errorf("%w in Options.BinDir %s (it must hold initdb and postgres): %s", ErrNoBinaries, binDir, installHint)
+		return nil, fmt.Errorf("%w in Options.BinDir %s: point it at the directory holding initdb and postgres", ErrNoBinaries, binDir)
 	}
 	acct, err := serverAccount()
 	if err != nil {

@@ -64,10 +64,11 @@ func NewDB(t testing.TB) *DB {
 	return db
 }
 
-// ConnString returns a connection string to this database as user. An empty
-// user means the superuser postgres (with FETCHQ_TEST_DATABASE_URL, that
-// URL's user). On the server pgtest starts, every role in pg_hba.conf's
-// trust line connects without a password.
+// ConnString returns a keyword/value connection string to this database as
+// user; settings appended to it (" password=secret") override earlier ones.
+// An empty user means the superuser postgres (with FETCHQ_TEST_DATABASE_URL,
+// that URL's user). On the server pgtest starts, roles not named by an
+// Options.HBA line connect without a password (trust).
 func (db *DB) ConnString(user string) string {
 	return db.env.connString(user, db.Name)
 }
