@@ -56,9 +56,13 @@ type session struct {
 	pmu    sync.Mutex
 	params map[string]string // ParameterStatus values, as the upstream reported them
 
+	q respQueue // requests awaiting their answers, in order
+
+	// localUnflushed is set (under cmu) when the session goroutine wrote
+	// an answer of its own that is not flushed yet.
+	localUnflushed bool
+
 	txStatus atomic.Uint32 // last ReadyForQuery status: 'I', 'T' or 'E'
-	sent     atomic.Int64  // Query and Sync messages forwarded
-	answered atomic.Int64  // ReadyForQuery messages relayed after startup
 	partial  atomic.Bool   // extended-protocol messages forwarded since the last Sync
 	closing  atomic.Bool
 
@@ -103,12 +107,14 @@ func (s *session) serve() {
 }
 
 // readClient forwards client messages to the upstream until the client
-// leaves or breaks the protocol.
+// leaves or breaks the protocol. For each request it forwards it pushes the
+// request's entry on the response queue first, so the upstream reader can
+// tell where each answer ends.
 func (s *session) readClient() error {
 	up := s.up
 	for {
 		if s.cr.r.Buffered() == 0 {
-			if err := up.w.Flush(); err != nil {
+			if err := s.flushBeforeRead(); err != nil {
 				return err
 			}
 		}
@@ -116,16 +122,29 @@ func (s *session) readClient() error {
 		if err != nil {
 			return s.clientReadFailed(err)
 		}
+		var kind reqKind
 		switch typ {
 		case 'Q':
-			s.sent.Add(1)
+			kind = reqQuery
 		case 'S':
-			s.sent.Add(1)
+			kind = reqSync
 			s.partial.Store(false)
-		case 'P', 'B', 'E', 'D', 'C', 'H', 'F':
-			s.partial.Store(true)
-		case 'd', 'c', 'f':
-			// COPY data, done, fail: part of the request in flight.
+		case 'P':
+			kind = reqParse
+		case 'B':
+			kind = reqBind
+		case 'D':
+			kind = reqDescribe
+		case 'E':
+			kind = reqExecute
+		case 'C':
+			kind = reqClose
+		case 'F':
+			kind = reqQuery // FunctionCall: answered up to its own ReadyForQuery
+		case 'H', 'd', 'c', 'f':
+			// Flush and COPY data, done, fail: part of a request in
+			// flight, with no answer of their own.
+			kind = reqLocal
 		case 'X':
 			// Terminate: pass it on so the upstream ends cleanly.
 			if err := writeHeader(up.w, typ, 0); err == nil {
@@ -135,6 +154,12 @@ func (s *session) readClient() error {
 		default:
 			return s.fail(&protocolError{msg: fmt.Sprintf("invalid frontend message type %d", typ)})
 		}
+		if kind != reqLocal {
+			if kind != reqSync && kind != reqQuery {
+				s.partial.Store(true)
+			}
+			s.q.push(request{kind: kind})
+		}
 		if err := writeHeader(up.w, typ, n); err != nil {
 			return err
 		}
@@ -142,6 +167,22 @@ func (s *session) readClient() error {
 			return s.clientReadFailed(err)
 		}
 	}
+}
+
+// flushBeforeRead writes out everything the session goroutine buffered
+// (requests to the upstream, its own answers to the client) before it
+// blocks reading the client.
+func (s *session) flushBeforeRead() error {
+	if err := s.up.w.Flush(); err != nil {
+		return err
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if !s.localUnflushed {
+		return nil
+	}
+	s.localUnflushed = false
+	return s.cw.Flush()
 }
 
 // clientReadFailed classifies an error reading from the client.
@@ -153,8 +194,10 @@ func (s *session) clientReadFailed(err error) error {
 	return err
 }
 
-// readUpstream forwards upstream messages to the client until either side
-// closes.
+// readUpstream forwards upstream messages to the client, or to the
+// internal caller that captures them, until either side closes. It pops
+// response-queue entries as their answers end and then writes the
+// proxy's own answers that have reached the head of the queue.
 func (s *session) readUpstream() error {
 	up := s.up
 	var buf []byte
@@ -171,52 +214,110 @@ func (s *session) readUpstream() error {
 		if err != nil {
 			return s.upstreamLost(err)
 		}
+		head, pending := s.q.front()
+
+		// Track what the session must know, whoever gets the message.
+		var body []byte
 		switch typ {
-		case 'Z':
-			if n != 1 {
-				return s.upstreamLost(&protocolError{msg: "bad ReadyForQuery from upstream"})
+		case 'Z', 'S':
+			if n > maxInspectLen || (typ == 'Z' && n != 1) {
+				return s.upstreamLost(&protocolError{msg: fmt.Sprintf("malformed message %q from upstream", typ)})
 			}
-			b, err := up.r.body(buf, n)
-			if err != nil {
+			if body, err = up.r.body(buf, n); err != nil {
 				return s.upstreamLost(err)
 			}
-			buf = b
-			s.txStatus.Store(uint32(b[0]))
-			s.answered.Add(1)
+			buf = body
+			if typ == 'Z' {
+				s.txStatus.Store(uint32(body[0]))
+			} else {
+				s.recordParameter(body)
+			}
+		}
+
+		switch {
+		case pending && head.capture != nil && typ != 'A' && typ != 'S':
+			// An internal statement's answer. Its notices are the
+			// proxy's business, not the client's.
+			if body == nil {
+				if body, err = up.r.body(nil, n); err != nil {
+					return s.upstreamLost(err)
+				}
+			} else {
+				body = append([]byte(nil), body...)
+			}
+			if typ != 'N' {
+				head.capture.deliver(typ, body)
+			}
+		case body != nil:
 			s.cmu.Lock()
-			err = writeMsg(s.cw, typ, b)
+			err = writeMsg(s.cw, typ, body)
 			s.cmu.Unlock()
-			if err != nil {
-				return err
-			}
-		case 'S':
-			if n > maxInspectLen {
-				return s.upstreamLost(&protocolError{msg: "oversized ParameterStatus from upstream"})
-			}
-			b, err := up.r.body(buf, n)
-			if err != nil {
-				return s.upstreamLost(err)
-			}
-			buf = b
-			s.recordParameter(b)
-			s.cmu.Lock()
-			err = writeMsg(s.cw, typ, b)
-			s.cmu.Unlock()
-			if err != nil {
-				return err
-			}
 		default:
 			s.cmu.Lock()
-			err := writeHeader(s.cw, typ, n)
+			err = writeHeader(s.cw, typ, n)
 			if err == nil {
 				err = up.r.copyBody(s.cw, n)
 			}
 			s.cmu.Unlock()
-			if err != nil {
-				return err
+		}
+		if err != nil {
+			return err
+		}
+
+		if pending {
+			switch {
+			case head.kind.ends(typ):
+				s.answered(false)
+			case typ == 'E' && head.kind.extended():
+				// The upstream now skips everything up to the next Sync,
+				// and so must the proxy's own answers queued before it.
+				s.answered(true)
 			}
 		}
 	}
+}
+
+// answered pops the head of the response queue (and, after an error in
+// an extended-protocol batch, every entry up to the next Sync), then writes
+// the proxy's own answers that have reached the head.
+func (s *session) answered(skipToSync bool) {
+	q := &s.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.popLocked()
+	for skipToSync && q.head < len(q.items) && q.items[q.head].kind != reqSync {
+		q.popLocked()
+	}
+	s.writeLocalsLocked()
+}
+
+// writeLocalsLocked writes the proxy's own answers at the head of the
+// queue. s.q.mu is held.
+func (s *session) writeLocalsLocked() {
+	q := &s.q
+	for q.head < len(q.items) && q.items[q.head].kind == reqLocal {
+		s.cmu.Lock()
+		_, _ = s.cw.Write(q.items[q.head].local)
+		s.cmu.Unlock()
+		q.popLocked()
+	}
+}
+
+// respond queues an answer the proxy makes itself. It is written at once
+// if nothing forwarded earlier is still awaiting its answer, else by the
+// upstream reader when those answers are in.
+func (s *session) respond(b []byte) {
+	q := &s.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.items) {
+		s.cmu.Lock()
+		_, _ = s.cw.Write(b)
+		s.localUnflushed = true
+		s.cmu.Unlock()
+		return
+	}
+	q.items = append(q.items, request{kind: reqLocal, local: b})
 }
 
 // upstreamLost ends the session after the upstream connection failed. If
@@ -250,8 +351,7 @@ func (s *session) fail(err error) error {
 // idle reports whether the session has no request in flight and no open
 // transaction, so that Shutdown may end it without losing work.
 func (s *session) idle() bool {
-	return s.up != nil && !s.partial.Load() &&
-		s.sent.Load() == s.answered.Load() &&
+	return s.up != nil && !s.partial.Load() && s.q.len() == 0 &&
 		byte(s.txStatus.Load()) == 'I'
 }
 
