@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fetchq/fetchq-proxy/backend"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -129,7 +130,7 @@ func (d *upstreamDB) Query(ctx context.Context, sql string, args []any, scan fun
 // Atomic implements backend.DB: outside a transaction block it opens one,
 // inside it uses a savepoint, so fn's statements take effect together or
 // not at all and the client's transaction stays usable.
-func (d *upstreamDB) Atomic(ctx context.Context, fn func(db *upstreamDB) error) error {
+func (d *upstreamDB) Atomic(ctx context.Context, fn func(db backend.DB) error) error {
 	nop := func([][]byte) error { return nil }
 	if d.depth == 0 && byte(d.s.txStatus.Load()) == 'I' {
 		if _, err := d.Query(ctx, "BEGIN", nil, nop); err != nil {
@@ -160,6 +161,12 @@ func (d *upstreamDB) Atomic(ctx context.Context, fn func(db *upstreamDB) error) 
 	}
 	_, err = d.Query(ctx, "RELEASE SAVEPOINT "+sp, nil, nop)
 	return err
+}
+
+// Autocommit implements backend.Autocommitter: outside a transaction block
+// each internal statement is its own transaction (it ends with Sync).
+func (d *upstreamDB) Autocommit() bool {
+	return d.depth == 0 && byte(d.s.txStatus.Load()) == 'I'
 }
 
 func trimNul(b []byte) []byte {

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fetchq/fetchq-proxy/backend"
 	"github.com/fetchq/fetchq-proxy/internal/pgtest"
 	"github.com/fetchq/fetchq-proxy/proxy"
+	"github.com/fetchq/fetchq-proxy/rewrite"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 )
@@ -144,4 +146,16 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// rewriter is shared by the package's proxies, as by one proxy's sessions.
+var rewriter = rewrite.New(1024)
+
+// setupFetchq starts a proxy that intercepts Fetchq calls.
+func setupFetchq(t *testing.T, opts ...setupOpt) *testBundle {
+	t.Helper()
+	return setup(t, append([]setupOpt{func(c *proxy.Config) {
+		c.Rewriter = rewriter
+		c.Queue = backend.New(backend.Config{Logger: c.Logger})
+	}}, opts...)...)
 }

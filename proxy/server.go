@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fetchq/fetchq-proxy/rewrite"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -39,6 +40,12 @@ type Config struct {
 	// authentication (startup packet, TLS handshake, password exchange).
 	// Default 15s.
 	StartupTimeout time.Duration
+
+	// Rewriter and Queue, when both set, make the proxy intercept Fetchq
+	// calls: Rewriter says which statements are calls, Queue runs them.
+	// When either is nil every statement is forwarded.
+	Rewriter *rewrite.Rewriter
+	Queue    Queue
 
 	// MaxClients caps the number of concurrent client sessions; clients
 	// past it get FATAL 53300 too_many_connections. Zero means no cap.

@@ -62,9 +62,18 @@ type session struct {
 	// an answer of its own that is not flushed yet.
 	localUnflushed bool
 
-	txStatus atomic.Uint32 // last ReadyForQuery status: 'I', 'T' or 'E'
-	partial  atomic.Bool   // extended-protocol messages forwarded since the last Sync
-	closing  atomic.Bool
+	txStatus    atomic.Uint32 // last ReadyForQuery status: 'I', 'T' or 'E'
+	batchFailed atomic.Bool   // an ErrorResponse ended the current extended batch; the upstream skips to Sync
+
+	// Interception state, owned by the session goroutine.
+	stmts            map[string]*icStmt   // intercepted prepared statements by name
+	portals          map[string]*icPortal // intercepted portals by name
+	discardUntilSync bool                 // after an error the proxy raised in an extended batch
+	msgBuf           []byte               // reused buffer for inspected client messages
+	partial          atomic.Bool          // extended-protocol messages forwarded since the last Sync
+	closing          atomic.Bool
+
+	intercepting bool // Fetchq calls are intercepted (Config.Rewriter and Queue set)
 
 	closeOnce sync.Once
 }
@@ -79,6 +88,8 @@ func (s *Server) newSession(conn net.Conn) *session {
 		ctx:    ctx,
 		cancel: cancel,
 		conn:   conn,
+
+		intercepting: s.cfg.Rewriter != nil && s.cfg.Queue != nil,
 	}
 }
 
@@ -154,19 +165,97 @@ func (s *session) readClient() error {
 		default:
 			return s.fail(&protocolError{msg: fmt.Sprintf("invalid frontend message type %d", typ)})
 		}
-		if kind != reqLocal {
-			if kind != reqSync && kind != reqQuery {
-				s.partial.Store(true)
+		if s.discardUntilSync && typ != 'S' {
+			// After an error the proxy raised in an extended batch,
+			// Postgres' rule: discard everything up to Sync.
+			if _, err := s.cr.r.Discard(n); err != nil {
+				return s.clientReadFailed(err)
 			}
-			s.q.push(request{kind: kind})
+			continue
 		}
-		if err := writeHeader(up.w, typ, n); err != nil {
+		if s.intercepting && inspected(typ) {
+			handled, err := s.inspectClient(typ, n)
+			if err != nil {
+				return err
+			}
+			if !handled {
+				err = s.forward(typ, kind, s.msgBuf)
+			}
+			if cap(s.msgBuf) > maxInspectLen {
+				s.msgBuf = nil // do not keep a large buffer around
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if err := s.forwardStreamed(typ, kind, n); err != nil {
 			return err
 		}
-		if err := s.cr.copyBody(up.w, n); err != nil {
-			return s.clientReadFailed(err)
-		}
 	}
+}
+
+// forwardStreamed forwards a client message whose body is still unread,
+// streaming it.
+func (s *session) forwardStreamed(typ byte, kind reqKind, n int) error {
+	s.pushRequest(kind)
+	if err := writeHeader(s.up.w, typ, n); err != nil {
+		return err
+	}
+	if err := s.cr.copyBody(s.up.w, n); err != nil {
+		return s.clientReadFailed(err)
+	}
+	return nil
+}
+
+// forward forwards a client message whose body has been read.
+func (s *session) forward(typ byte, kind reqKind, body []byte) error {
+	s.pushRequest(kind)
+	return writeMsg(s.up.w, typ, body)
+}
+
+// pushRequest records a forwarded request on the response queue.
+func (s *session) pushRequest(kind reqKind) {
+	if kind == reqLocal {
+		return
+	}
+	if kind != reqSync && kind != reqQuery {
+		s.partial.Store(true)
+	}
+	s.q.push(request{kind: kind})
+}
+
+// inspected reports whether a client message may be one the proxy answers
+// itself: a Query or Parse of a Fetchq call, or an extended-protocol
+// message naming an intercepted statement or portal.
+func inspected(typ byte) bool {
+	switch typ {
+	case 'Q', 'P', 'B', 'D', 'E', 'C', 'S':
+		return true
+	}
+	return false
+}
+
+// inspectClient reads the body of a message the proxy may have to answer
+// itself (into s.msgBuf) and answers it when it is an intercepted call. It
+// reports whether the message was handled; if not, the caller forwards
+// s.msgBuf.
+func (s *session) inspectClient(typ byte, n int) (bool, error) {
+	body, err := s.cr.body(s.msgBuf[:0], n)
+	s.msgBuf = body
+	if err != nil {
+		return true, s.clientReadFailed(err)
+	}
+	if typ == 'S' {
+		s.discardUntilSync = false
+		if byte(s.txStatus.Load()) == 'I' {
+			// The batch's implicit transaction ends here, and with it
+			// every portal, as in Postgres.
+			clear(s.portals)
+		}
+		return false, nil
+	}
+	return s.interceptClient(typ, body)
 }
 
 // flushBeforeRead writes out everything the session goroutine buffered
@@ -236,8 +325,8 @@ func (s *session) readUpstream() error {
 
 		switch {
 		case pending && head.capture != nil && typ != 'A' && typ != 'S':
-			// An internal statement's answer. Its notices are the
-			// proxy's business, not the client's.
+			// The answer to a statement the session goroutine sent
+			// itself: hand it over.
 			if body == nil {
 				if body, err = up.r.body(nil, n); err != nil {
 					return s.upstreamLost(err)
@@ -245,9 +334,7 @@ func (s *session) readUpstream() error {
 			} else {
 				body = append([]byte(nil), body...)
 			}
-			if typ != 'N' {
-				head.capture.deliver(typ, body)
-			}
+			head.capture.deliver(typ, body)
 		case body != nil:
 			s.cmu.Lock()
 			err = writeMsg(s.cw, typ, body)
@@ -284,6 +371,12 @@ func (s *session) answered(skipToSync bool) {
 	q := &s.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	switch {
+	case skipToSync:
+		s.batchFailed.Store(true)
+	case q.items[q.head].kind == reqSync || q.items[q.head].kind == reqQuery:
+		s.batchFailed.Store(false)
+	}
 	q.popLocked()
 	for skipToSync && q.head < len(q.items) && q.items[q.head].kind != reqSync {
 		q.popLocked()

@@ -14,8 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fetchq/fetchq-proxy/backend"
 	"github.com/fetchq/fetchq-proxy/internal/pgserver"
 	"github.com/fetchq/fetchq-proxy/proxy"
+	"github.com/fetchq/fetchq-proxy/rewrite"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -31,6 +33,8 @@ type options struct {
 	shutdownTimeout time.Duration
 	startupTimeout  time.Duration
 	maxClients      int
+	planCache       int
+	fetchqVersion   string
 }
 
 // flagSpec ties a flag to its environment variable.
@@ -51,6 +55,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	str(&o.logLevel, "log-level", "FETCHQ_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	str(&o.tlsCert, "tls-cert", "FETCHQ_TLS_CERT", "", "PEM certificate file; with --tls-key, clients may use TLS (sslmode=require)")
 	str(&o.tlsKey, "tls-key", "FETCHQ_TLS_KEY", "", "PEM private key file for --tls-cert")
+	str(&o.fetchqVersion, "fetchq-version", "FETCHQ_VERSION", backend.DefaultVersion, "version fetchq.info() reports; Fetchq clients refuse a version other than the one they were built for (the npm fetchq@4.1.1 client wants 4.0.0)")
 	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
 		d := def
 		if v := os.Getenv(env); v != "" {
@@ -67,6 +72,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		fmt.Sscan(v, &maxClients)
 	}
 	fs.IntVar(&o.maxClients, "max-clients", maxClients, "maximum concurrent client connections, 0 for no limit (env FETCHQ_MAX_CLIENTS)")
+	planCache := 4096
+	if v := os.Getenv("FETCHQ_PLAN_CACHE"); v != "" {
+		fmt.Sscan(v, &planCache)
+	}
+	fs.IntVar(&o.planCache, "plan-cache", planCache, "statement texts whose parsed plans are cached (env FETCHQ_PLAN_CACHE)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -161,6 +171,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := proxy.Config{
 		Upstream:       upstream,
 		Logger:         logger,
+		Rewriter:       rewrite.New(o.planCache),
+		Queue:          backend.New(backend.Config{Logger: logger, Version: o.fetchqVersion}),
 		StartupTimeout: o.startupTimeout,
 		MaxClients:     o.maxClients,
 	}

@@ -1,0 +1,283 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fetchq/fetchq-proxy/rewrite"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Result and parameter encoding for intercepted calls
+// (https://www.postgresql.org/docs/current/protocol-overview.html#PROTOCOL-FORMAT-CODES).
+// The backend returns every value in text format, as Postgres printed it
+// for the client's session; a client that asks for binary gets the value
+// converted for the few types Fetchq functions return.
+
+// Type OIDs the proxy converts.
+const (
+	oidBool        = 16
+	oidInt8        = 20
+	oidInt2        = 21
+	oidInt4        = 23
+	oidText        = 25
+	oidJSON        = 114
+	oidFloat8      = 701
+	oidUnknown     = 705
+	oidBPChar      = 1042
+	oidVarchar     = 1043
+	oidTimestamp   = 1114
+	oidTimestamptz = 1184
+	oidUUID        = 2950
+	oidJSONB       = 3802
+	oidRecord      = 2249
+)
+
+// formatOf returns the format code of column or parameter i: none means
+// all text, one means all the same, else one per item.
+func formatOf(formats []int16, i int) int16 {
+	switch len(formats) {
+	case 0:
+		return 0
+	case 1:
+		return formats[0]
+	}
+	if i < len(formats) {
+		return formats[i]
+	}
+	return 0
+}
+
+func paramType(types []uint32, i int) uint32 {
+	if i < len(types) {
+		return types[i]
+	}
+	return 0
+}
+
+// typeSize is the typlen Postgres reports in RowDescription.
+func typeSize(oid uint32) int16 {
+	switch oid {
+	case oidBool:
+		return 1
+	case oidInt2:
+		return 2
+	case oidInt4:
+		return 4
+	case oidInt8, oidTimestamptz, oidTimestamp, oidFloat8:
+		return 8
+	case oidUUID:
+		return 16
+	}
+	return -1
+}
+
+// rowDescription describes call's result columns.
+func rowDescription(call *rewrite.Call, formats []int16) encoder {
+	if len(call.Columns) == 0 {
+		return &pgproto3.NoData{}
+	}
+	fields := make([]pgproto3.FieldDescription, len(call.Columns))
+	for i, c := range call.Columns {
+		fields[i] = pgproto3.FieldDescription{
+			Name:         []byte(c.Name),
+			DataTypeOID:  c.TypeOID,
+			DataTypeSize: typeSize(c.TypeOID),
+			TypeModifier: -1,
+			Format:       formatOf(formats, i),
+		}
+	}
+	return &pgproto3.RowDescription{Fields: fields}
+}
+
+// projectRow picks and encodes the columns the statement returns from one
+// row of the function's output.
+func projectRow(call *rewrite.Call, row [][]byte, formats []int16) ([][]byte, error) {
+	vals := make([][]byte, len(call.Columns))
+	for i, c := range call.Columns {
+		var v []byte
+		switch {
+		case c.Source >= 0 && c.Source < len(row):
+			v = row[c.Source]
+		case c.Composite:
+			v = recordText(row)
+		case len(row) > 0:
+			v = row[0]
+		}
+		if v == nil {
+			continue
+		}
+		if formatOf(formats, i) == 1 {
+			b, err := binaryValue(c.TypeOID, v)
+			if err != nil {
+				return nil, err
+			}
+			v = b
+		}
+		vals[i] = v
+	}
+	return vals, nil
+}
+
+// recordText renders a row as a record literal, as Postgres prints a
+// composite value: (a,b) with NULL empty and values quoted when needed.
+func recordText(row [][]byte) []byte {
+	var b strings.Builder
+	b.WriteByte('(')
+	for i, v := range row {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if v == nil {
+			continue
+		}
+		s := string(v)
+		if s == "" || strings.ContainsAny(s, "(),\"\\ \t\n\r") {
+			b.WriteByte('"')
+			for _, r := range s {
+				if r == '"' || r == '\\' {
+					b.WriteRune(r)
+				}
+				b.WriteRune(r)
+			}
+			b.WriteByte('"')
+		} else {
+			b.WriteString(s)
+		}
+	}
+	b.WriteByte(')')
+	return []byte(b.String())
+}
+
+// pgEpochUnix is 2000-01-01 00:00:00 UTC, Postgres' timestamp epoch, in Unix seconds.
+const pgEpochUnix = 946684800
+
+// binaryValue converts a text-format value of type oid to binary format.
+func binaryValue(oid uint32, text []byte) ([]byte, error) {
+	s := string(text)
+	switch oid {
+	case oidBool:
+		if s == "t" {
+			return []byte{1}, nil
+		}
+		return []byte{0}, nil
+	case oidInt2, oidInt4, oidInt8:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, err
+		}
+		switch oid {
+		case oidInt2:
+			return binary.BigEndian.AppendUint16(nil, uint16(n)), nil
+		case oidInt4:
+			return binary.BigEndian.AppendUint32(nil, uint32(n)), nil
+		}
+		return binary.BigEndian.AppendUint64(nil, uint64(n)), nil
+	case oidText, oidVarchar, oidBPChar, oidJSON, oidUnknown:
+		return text, nil
+	case oidJSONB:
+		return append([]byte{1}, text...), nil
+	case oidUUID:
+		b, err := hex.DecodeString(strings.ReplaceAll(s, "-", ""))
+		if err != nil || len(b) != 16 {
+			return nil, fmt.Errorf("invalid uuid %q", s)
+		}
+		return b, nil
+	case oidTimestamptz:
+		switch s {
+		case "infinity":
+			return binary.BigEndian.AppendUint64(nil, math.MaxInt64), nil
+		case "-infinity":
+			return binary.BigEndian.AppendUint64(nil, uint64(1)<<63), nil
+		}
+		t, err := parseTimestamptz(s)
+		if err != nil {
+			return nil, err
+		}
+		us := (t.Unix()-pgEpochUnix)*1_000_000 + int64(t.Nanosecond()/1000)
+		return binary.BigEndian.AppendUint64(nil, uint64(us)), nil
+	}
+	return nil, &Error{Code: "0A000", Message: fmt.Sprintf("binary format for type %d is not supported by fetchq-proxy; request text format", oid)}
+}
+
+// parseTimestamptz reads timestamptz text in the ISO DateStyle.
+func parseTimestamptz(s string) (time.Time, error) {
+	bc := strings.HasSuffix(s, " BC")
+	s = strings.TrimSuffix(s, " BC")
+	// Postgres prints offsets as +HH, +HH:MM or +HH:MM:SS.
+	for _, layout := range []string{
+		"2006-01-02 15:04:05.999999999Z07", "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999Z07:00:00",
+	} {
+		if t, err := time.Parse(layout, s); err == nil {
+			if bc {
+				t = t.AddDate(-2*t.Year()+1, 0, 0)
+			}
+			return t, nil
+		}
+	}
+	return time.Time{}, &Error{Code: "0A000", Message: "binary timestamptz results need DateStyle ISO; request text format or SET DateStyle = ISO"}
+}
+
+// paramText converts a bound parameter to text for the backend.
+func paramText(v []byte, format int16, oid uint32) (string, error) {
+	if format == 0 {
+		return string(v), nil
+	}
+	bad := func() (string, error) {
+		return "", &Error{Code: "22P03", Message: fmt.Sprintf("incorrect binary data format in bind parameter of type %d", oid)}
+	}
+	switch oid {
+	case oidBool:
+		if len(v) != 1 {
+			return bad()
+		}
+		if v[0] != 0 {
+			return "true", nil
+		}
+		return "false", nil
+	case oidInt2:
+		if len(v) != 2 {
+			return bad()
+		}
+		return strconv.Itoa(int(int16(binary.BigEndian.Uint16(v)))), nil
+	case oidInt4:
+		if len(v) != 4 {
+			return bad()
+		}
+		return strconv.Itoa(int(int32(binary.BigEndian.Uint32(v)))), nil
+	case oidInt8:
+		if len(v) != 8 {
+			return bad()
+		}
+		return strconv.FormatInt(int64(binary.BigEndian.Uint64(v)), 10), nil
+	case oidText, oidVarchar, oidBPChar, oidJSON, oidUnknown, 0:
+		return string(v), nil
+	case oidJSONB:
+		if len(v) < 1 || v[0] != 1 {
+			return bad()
+		}
+		return string(v[1:]), nil
+	case oidTimestamptz, oidTimestamp:
+		if len(v) != 8 {
+			return bad()
+		}
+		us := int64(binary.BigEndian.Uint64(v))
+		switch us {
+		case math.MaxInt64:
+			return "infinity", nil
+		case math.MinInt64:
+			return "-infinity", nil
+		}
+		t := time.Unix(pgEpochUnix+us/1_000_000, (us%1_000_000)*1000).UTC()
+		if oid == oidTimestamp {
+			return t.Format("2006-01-02 15:04:05.999999"), nil
+		}
+		return t.Format("2006-01-02 15:04:05.999999Z07:00"), nil
+	}
+	return "", &Error{Code: "0A000", Message: fmt.Sprintf("binary format for parameters of type %d is not supported by fetchq-proxy; send text", oid)}
+}

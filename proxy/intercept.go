@@ -1,0 +1,520 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/fetchq/fetchq-proxy/backend"
+	"github.com/fetchq/fetchq-proxy/rewrite"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Interception of Fetchq calls.
+//
+// A Query or Parse whose text mentions "fetchq" is given to the rewriter.
+// When its plan holds a Fetchq call, the session runs the call itself
+// through Queue, on the client's own upstream connection (upstreamDB), so
+// the call commits or rolls back with the client's transaction and runs
+// with the client's role. Everything else is forwarded.
+//
+// Simple query: the statements of the text run in order. Forwarded ones
+// are sent one by one and their answers relayed (without their
+// ReadyForQuery); when the text holds several statements and the client is
+// not in a transaction block, they run inside one transaction the proxy
+// opens and commits, which is Postgres' implicit transaction for a
+// multi-statement Query. The first error ends the text, as in Postgres.
+//
+// Extended query: Parse, Bind, Describe, Execute and Close of an
+// intercepted statement are answered by the proxy (ParameterDescription and
+// RowDescription with the function's real signature); Sync is always
+// forwarded, so ReadyForQuery carries the upstream's own transaction
+// status. After an error the session discards messages until Sync, as
+// Postgres does.
+
+// Queue is what a session needs from the Fetchq backend. *backend.Store
+// implements it.
+type Queue interface {
+	// Invoke runs the function overload id with args on db and returns its
+	// rows in the overload's output-column order, in text format.
+	Invoke(ctx context.Context, db backend.DB, id string, args []backend.Value) (*backend.Result, error)
+}
+
+// icStmt is an intercepted prepared statement.
+type icStmt struct {
+	call       *rewrite.Call
+	paramTypes []uint32
+}
+
+// icPortal is an intercepted portal: a statement with its parameters.
+type icPortal struct {
+	stmt          *icStmt
+	params        [][]byte
+	paramFormats  []int16
+	resultFormats []int16
+}
+
+// containsFetchq reports whether b contains "fetchq" in any letter case.
+func containsFetchq(b []byte) bool {
+	for i := 0; i+6 <= len(b); i++ {
+		c := b[i] | 0x20
+		if c != 'f' {
+			continue
+		}
+		if b[i+1]|0x20 == 'e' && b[i+2]|0x20 == 't' && b[i+3]|0x20 == 'c' &&
+			b[i+4]|0x20 == 'h' && b[i+5]|0x20 == 'q' {
+			return true
+		}
+	}
+	return false
+}
+
+// cstring splits a NUL-terminated string off the front of b.
+func cstring(b []byte) (string, []byte, bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return "", nil, false
+	}
+	return string(b[:i]), b[i+1:], true
+}
+
+// interceptClient handles a client message the proxy may have to answer
+// itself. It reports whether it did; if not, the caller forwards body.
+func (s *session) interceptClient(typ byte, body []byte) (bool, error) {
+	switch typ {
+	case 'Q':
+		if !containsFetchq(body) {
+			return false, nil
+		}
+		text, _, ok := cstring(body)
+		if !ok {
+			return true, s.fail(&protocolError{msg: "invalid Query message"})
+		}
+		return s.simpleQuery(text)
+	case 'P':
+		if !containsFetchq(body) {
+			if len(s.stmts) > 0 {
+				if name, _, ok := cstring(body); ok && name == "" {
+					delete(s.stmts, "")
+				}
+			}
+			return false, nil
+		}
+		return s.parse(body)
+	case 'B':
+		if len(s.stmts) == 0 && len(s.portals) == 0 {
+			return false, nil
+		}
+		return s.bind(body)
+	case 'D':
+		if len(s.stmts) == 0 || len(body) < 2 {
+			return false, nil
+		}
+		name, _, _ := cstring(body[1:])
+		switch body[0] {
+		case 'S':
+			if st := s.stmts[name]; st != nil {
+				s.describeStatement(st)
+				return true, nil
+			}
+		case 'P':
+			if p := s.portals[name]; p != nil {
+				s.describePortal(p)
+				return true, nil
+			}
+		}
+		return false, nil
+	case 'E':
+		if len(s.portals) == 0 {
+			return false, nil
+		}
+		name, _, _ := cstring(body)
+		p := s.portals[name]
+		if p == nil {
+			return false, nil
+		}
+		return true, s.execute(p)
+	case 'C':
+		if len(s.stmts) == 0 || len(body) < 2 {
+			return false, nil
+		}
+		name, _, _ := cstring(body[1:])
+		switch body[0] {
+		case 'S':
+			if s.stmts[name] == nil {
+				return false, nil
+			}
+			delete(s.stmts, name)
+		case 'P':
+			if s.portals[name] == nil {
+				return false, nil
+			}
+			delete(s.portals, name)
+		default:
+			return false, nil
+		}
+		s.respond(encodeMsgs(&pgproto3.CloseComplete{}))
+		return true, nil
+	}
+	return false, nil
+}
+
+// simpleQuery runs a Query message whose text calls a Fetchq function.
+func (s *session) simpleQuery(text string) (bool, error) {
+	plan, err := s.srv.cfg.Rewriter.Rewrite(s.ctx, text)
+	if errors.Is(err, rewrite.ErrSyntax) || (err == nil && !plan.HasCall) {
+		// Postgres reports its own syntax errors, with their positions.
+		return false, nil
+	}
+	<-s.q.waitEmpty()
+	if plan == nil {
+		s.respondError(err)
+		s.respondReady()
+		return true, nil
+	}
+
+	db := &upstreamDB{s: s}
+	wrapped := len(plan.Statements) > 1 && byte(s.txStatus.Load()) == 'I' && !hasTxControl(plan)
+	if wrapped {
+		if _, err := db.Query(s.ctx, "BEGIN", nil, noRows); err != nil {
+			return true, err
+		}
+	}
+	failed := false
+	for _, st := range plan.Statements {
+		switch {
+		case st.Err != nil:
+			s.respondError(st.Err)
+			failed = true
+			s.abortIfInTx(db)
+		case st.Call == nil:
+			ok, err := s.relayStatement(st.SQL)
+			if err != nil {
+				return true, err
+			}
+			failed = !ok
+		default:
+			if err := s.runCall(db, st.Call, nil, nil, nil, nil, true); err != nil {
+				s.respondError(err)
+				failed = true
+				s.abortIfInTx(db)
+			}
+		}
+		if failed {
+			break
+		}
+	}
+	if wrapped {
+		end := "COMMIT"
+		if failed {
+			end = "ROLLBACK"
+		}
+		if _, err := db.Query(s.ctx, end, nil, noRows); err != nil {
+			s.respondError(err)
+		}
+	}
+	s.respondReady()
+	return true, nil
+}
+
+func noRows([][]byte) error { return nil }
+
+// hasTxControl reports whether a plan holds a transaction-control
+// statement, in which case the proxy must not wrap the text in a
+// transaction of its own.
+func hasTxControl(plan *rewrite.Plan) bool {
+	for _, st := range plan.Statements {
+		if st.Call != nil {
+			continue
+		}
+		f := strings.Fields(strings.ToUpper(stripLeadingComments(st.SQL)))
+		if len(f) == 0 {
+			continue
+		}
+		switch f[0] {
+		case "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE":
+			return true
+		}
+	}
+	return false
+}
+
+// stripLeadingComments drops leading whitespace and -- or /* */ comments.
+func stripLeadingComments(s string) string {
+	for {
+		s = strings.TrimLeft(s, " \t\r\n\f")
+		switch {
+		case strings.HasPrefix(s, "--"):
+			i := strings.IndexByte(s, '\n')
+			if i < 0 {
+				return ""
+			}
+			s = s[i+1:]
+		case strings.HasPrefix(s, "/*"):
+			i := strings.Index(s, "*/")
+			if i < 0 {
+				return ""
+			}
+			s = s[i+2:]
+		default:
+			return s
+		}
+	}
+}
+
+// relayStatement forwards one statement of a multi-statement text as its
+// own Query and relays its answer except the ReadyForQuery. It reports
+// whether the statement succeeded.
+func (s *session) relayStatement(sql string) (bool, error) {
+	c := &capture{ch: make(chan capturedMsg, 8), done: s.ctx.Done()}
+	s.q.push(request{kind: reqQuery, capture: c})
+	if err := writeEncoded(s.up.w, &pgproto3.Query{String: sql}); err != nil {
+		return false, err
+	}
+	if err := s.up.w.Flush(); err != nil {
+		return false, err
+	}
+	ok := true
+	for {
+		var m capturedMsg
+		select {
+		case m = <-c.ch:
+		case <-s.ctx.Done():
+			return false, s.ctx.Err()
+		}
+		switch m.typ {
+		case 'Z':
+			return ok, nil
+		case 'E':
+			ok = false
+		case 'G', 'H', 'W':
+			// COPY inside a text that also calls Fetchq functions: the
+			// client's data would have to pass through the proxy's own
+			// exchange. Postgres gets CopyFail and reports the error.
+			_ = writeEncoded(s.up.w, &pgproto3.CopyFail{Message: "COPY is not supported in a query text that also calls fetchq functions; send it on its own"})
+			_ = s.up.w.Flush()
+			continue
+		}
+		s.cmu.Lock()
+		_ = writeMsg(s.cw, m.typ, m.body)
+		s.localUnflushed = true
+		s.cmu.Unlock()
+	}
+}
+
+// abortIfInTx puts the client's transaction block into the failed state
+// after a call failed in the proxy (not in Postgres), as an error inside a
+// transaction block does in Postgres.
+func (s *session) abortIfInTx(db *upstreamDB) {
+	if byte(s.txStatus.Load()) != 'T' {
+		return
+	}
+	_, _ = db.Query(s.ctx, "DO $$BEGIN RAISE EXCEPTION 'fetchq-proxy: a fetchq call failed in this transaction'; END$$", nil, noRows)
+}
+
+// respondError queues err as an ErrorResponse.
+func (s *session) respondError(err error) {
+	s.respond(encodeMsgs(errorResponse(err, false, s.logger)))
+}
+
+// respondReady queues ReadyForQuery with the upstream's current status.
+func (s *session) respondReady() {
+	s.respond(encodeMsgs(&pgproto3.ReadyForQuery{TxStatus: byte(s.txStatus.Load())}))
+}
+
+// parse handles a Parse whose text mentions fetchq.
+func (s *session) parse(body []byte) (bool, error) {
+	var msg pgproto3.Parse
+	if err := msg.Decode(body); err != nil {
+		return true, s.fail(&protocolError{msg: "invalid Parse message"})
+	}
+	plan, err := s.srv.cfg.Rewriter.RewriteWithParamTypes(s.ctx, msg.Query, msg.ParameterOIDs)
+	if errors.Is(err, rewrite.ErrSyntax) || (err == nil && !plan.HasCall) || (plan != nil && len(plan.Statements) != 1) {
+		if msg.Name == "" {
+			delete(s.stmts, "")
+		}
+		return false, nil
+	}
+	if err == nil {
+		err = plan.Statements[0].Err
+	}
+	if err == nil && msg.Name != "" && s.stmts[msg.Name] != nil {
+		err = &Error{Code: "42P05", Message: fmt.Sprintf("prepared statement %q already exists", msg.Name)}
+	}
+	if err != nil {
+		s.extendedError(err)
+		return true, nil
+	}
+	if s.stmts == nil {
+		s.stmts = make(map[string]*icStmt)
+		s.portals = make(map[string]*icPortal)
+	}
+	s.stmts[msg.Name] = &icStmt{call: plan.Statements[0].Call, paramTypes: plan.ParamTypes}
+	s.respond(encodeMsgs(&pgproto3.ParseComplete{}))
+	return true, nil
+}
+
+// bind handles a Bind when the session has intercepted statements.
+func (s *session) bind(body []byte) (bool, error) {
+	portal, rest, ok := cstring(body)
+	if !ok {
+		return false, nil
+	}
+	name, _, ok := cstring(rest)
+	if !ok {
+		return false, nil
+	}
+	st := s.stmts[name]
+	if st == nil {
+		if portal == "" {
+			delete(s.portals, "")
+		}
+		return false, nil
+	}
+	var msg pgproto3.Bind
+	if err := msg.Decode(body); err != nil {
+		return true, s.fail(&protocolError{msg: "invalid Bind message"})
+	}
+	if len(msg.Parameters) != len(st.paramTypes) {
+		s.extendedError(&Error{Code: "08P01", Message: fmt.Sprintf(
+			"bind message supplies %d parameters, but prepared statement %q requires %d",
+			len(msg.Parameters), name, len(st.paramTypes))})
+		return true, nil
+	}
+	if portal != "" && s.portals[portal] != nil {
+		s.extendedError(&Error{Code: "42P03", Message: fmt.Sprintf("cursor %q already exists", portal)})
+		return true, nil
+	}
+	params := make([][]byte, len(msg.Parameters))
+	for i, p := range msg.Parameters {
+		if p != nil {
+			params[i] = append([]byte{}, p...)
+		}
+	}
+	s.portals[portal] = &icPortal{
+		stmt:          st,
+		params:        params,
+		paramFormats:  append([]int16(nil), msg.ParameterFormatCodes...),
+		resultFormats: append([]int16(nil), msg.ResultFormatCodes...),
+	}
+	s.respond(encodeMsgs(&pgproto3.BindComplete{}))
+	return true, nil
+}
+
+func (s *session) describeStatement(st *icStmt) {
+	msgs := []encoder{&pgproto3.ParameterDescription{ParameterOIDs: st.paramTypes}}
+	msgs = append(msgs, rowDescription(st.call, nil))
+	s.respond(encodeMsgs(msgs...))
+}
+
+func (s *session) describePortal(p *icPortal) {
+	s.respond(encodeMsgs(rowDescription(p.stmt.call, p.resultFormats)))
+}
+
+// execute runs an intercepted portal.
+func (s *session) execute(p *icPortal) error {
+	// The call must see the outcome of everything the client sent before
+	// it: get the upstream to answer it, and wait.
+	if s.q.len() > 0 {
+		if err := writeHeader(s.up.w, 'H', 0); err != nil {
+			return err
+		}
+		if err := s.up.w.Flush(); err != nil {
+			return err
+		}
+		<-s.q.waitEmpty()
+	}
+	if s.batchFailed.Load() {
+		// An earlier request of this batch failed: Postgres skips the
+		// rest up to Sync, and so does the proxy.
+		s.discardUntilSync = true
+		return nil
+	}
+	db := &upstreamDB{s: s}
+	if err := s.runCall(db, p.stmt.call, p.stmt.paramTypes, p.params, p.paramFormats, p.resultFormats, false); err != nil {
+		s.respondError(err)
+		s.abortIfInTx(db)
+		s.discardUntilSync = true
+	}
+	return nil
+}
+
+// extendedError answers an extended-protocol request with err and
+// discards the client's messages up to the next Sync.
+func (s *session) extendedError(err error) {
+	s.respondError(err)
+	s.discardUntilSync = true
+}
+
+// runCall runs call and queues its answer: RowDescription (when
+// withRowDesc), DataRows and CommandComplete.
+func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint32, params [][]byte, paramFormats, resultFormats []int16, withRowDesc bool) error {
+	args := make([]backend.Value, len(call.Args))
+	for i, a := range call.Args {
+		switch a.Kind {
+		case rewrite.ArgConst:
+			args[i] = backend.Value{Text: a.Text}
+		case rewrite.ArgNull:
+			args[i] = backend.Value{Null: true}
+		case rewrite.ArgNow:
+			args[i] = backend.Value{Now: true, Interval: a.Text, Negative: a.Negative}
+		case rewrite.ArgEpoch:
+			args[i] = backend.Value{Epoch: true, Text: a.Text}
+		case rewrite.ArgParam:
+			idx := a.Param - 1
+			if idx < 0 || idx >= len(params) {
+				return &Error{Code: "08P01", Message: fmt.Sprintf("there is no parameter $%d", a.Param)}
+			}
+			if params[idx] == nil {
+				args[i] = backend.Value{Null: true}
+				break
+			}
+			text, err := paramText(params[idx], formatOf(paramFormats, idx), paramType(paramTypes, idx))
+			if err != nil {
+				return err
+			}
+			args[i] = backend.Value{Text: text}
+		}
+	}
+	res, err := s.srv.cfg.Queue.Invoke(s.ctx, db, call.Func.ID, args)
+	if err != nil {
+		return err
+	}
+	var out []byte
+	if withRowDesc {
+		out = appendEncoded(out, rowDescription(call, resultFormats))
+	}
+	var dr pgproto3.DataRow
+	for _, row := range res.Rows {
+		vals, err := projectRow(call, row, resultFormats)
+		if err != nil {
+			return err
+		}
+		dr.Values = vals
+		out = appendEncoded(out, &dr)
+	}
+	out = appendEncoded(out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.Itoa(len(res.Rows)))})
+	s.respond(out)
+	return nil
+}
+
+func encodeMsgs(msgs ...encoder) []byte {
+	var out []byte
+	for _, m := range msgs {
+		out = appendEncoded(out, m)
+	}
+	return out
+}
+
+func appendEncoded(dst []byte, m encoder) []byte {
+	out, err := m.Encode(dst)
+	if err != nil {
+		// Encoding fails only for values out of the protocol's ranges,
+		// which the proxy's own messages never hold.
+		panic(fmt.Sprintf("proxy: encoding %T: %v", m, err))
+	}
+	return out
+}
