@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/fetchq/fetchq-proxy/backend"
+	"github.com/fetchq/fetchq-proxy/rewrite"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -12,9 +14,11 @@ import (
 // (https://www.postgresql.org/docs/current/protocol-error-fields.html).
 //
 //  1. A *pgconn.PgError from the upstream passes through with every field.
-//  2. An error that knows its SQLSTATE (interface{ SQLState() string })
+//  2. The proxy's own, the rewriter's and the backend's errors keep their
+//     code, message, detail, hint (and position).
+//  3. Another error that knows its SQLSTATE (interface{ SQLState() string })
 //     keeps its code and message.
-//  3. Anything else becomes XX000 with a generic message; the details go to
+//  4. Anything else becomes XX000 with a generic message; the details go to
 //     the log, never to the client (they may hold a DSN or internal SQL).
 
 // sqlStater is implemented by errors that carry their own SQLSTATE.
@@ -69,6 +73,21 @@ func errorResponse(err error, fatal bool, logger *slog.Logger) *pgproto3.ErrorRe
 			r.Severity, r.SeverityUnlocalized = sev, sev
 		}
 		return r
+	}
+	var rwErr *rewrite.Error
+	if errors.As(err, &rwErr) {
+		return &pgproto3.ErrorResponse{
+			Severity: sev, SeverityUnlocalized: sev,
+			Code: rwErr.Code, Message: rwErr.Message, Detail: rwErr.Detail, Hint: rwErr.Hint,
+			Position: int32(rwErr.Position),
+		}
+	}
+	var beErr *backend.Error
+	if errors.As(err, &beErr) {
+		return &pgproto3.ErrorResponse{
+			Severity: sev, SeverityUnlocalized: sev,
+			Code: beErr.Code, Message: beErr.Message, Detail: beErr.Detail, Hint: beErr.Hint,
+		}
 	}
 	var own *Error
 	if errors.As(err, &own) {

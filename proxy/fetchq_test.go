@@ -1,0 +1,245 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+)
+
+// fetchqConn connects to a Fetchq proxy with an initialised catalog and
+// the given queues.
+func fetchqConn(t *testing.T, b *testBundle, queues ...string) *pgx.Conn {
+	t.Helper()
+	ctx := ctxT(t, time.Minute)
+	conn, err := pgx.Connect(ctx, b.proxyDSN("", ""))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	_, err = conn.Exec(ctx, "SELECT * FROM fetchq.init()")
+	require.NoError(t, err)
+	for _, q := range queues {
+		var created bool
+		require.NoError(t, conn.QueryRow(ctx, "SELECT was_created FROM fetchq.queue_create($1)", q).Scan(&created))
+		require.True(t, created)
+	}
+	return conn
+}
+
+// TestConcurrentPickersNeverShare: 32 workers pick one document at a time
+// from 10,000; every document is picked exactly once.
+func TestConcurrentPickersNeverShare(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b, "work")
+	ctx := ctxT(t, 5*time.Minute)
+	const docs = 10000
+	var sb strings.Builder
+	for i := range docs {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		fmt.Fprintf(&sb, "('d%05d', 0, '{}', {DATA})", i)
+	}
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT * FROM fetchq.doc_push('work', 0, NOW() - INTERVAL '1 second', $1)", sb.String()).Scan(&n))
+	require.Equal(t, docs, n)
+
+	var mu sync.Mutex
+	picked := make(map[string]int, docs)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgx.Connect(ctx, b.proxyDSN("", ""))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close(context.Background())
+			mode := execModes[w%len(execModes)]
+			for {
+				rows, err := c.Query(ctx, "SELECT subject FROM fetchq.doc_pick('work', 0, 1, '5m')", mode)
+				if err != nil {
+					errs <- err
+					return
+				}
+				subjects, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(subjects) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, s := range subjects {
+					picked[s]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Len(t, picked, docs)
+	for s, c := range picked {
+		require.Equal(t, 1, c, "document %s picked %d times", s, c)
+	}
+	var active int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.work__docs WHERE status = 2 AND attempts = 1").Scan(&active))
+	require.Equal(t, docs, active)
+}
+
+// TestTransactionsIncludeCalls: calls inside a client transaction commit or
+// roll back with it.
+func TestTransactionsIncludeCalls(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b, "tx")
+	ctx := ctxT(t, time.Minute)
+	count := func() (n int) {
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.tx__docs").Scan(&n))
+		return n
+	}
+	for _, mode := range execModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			// Rolled back: no trace.
+			tx, err := conn.Begin(ctx)
+			require.NoError(t, err)
+			var q int
+			require.NoError(t, tx.QueryRow(ctx, "SELECT * FROM fetchq.doc_push('tx', 'r1')", mode).Scan(&q))
+			require.Equal(t, 1, q)
+			var subject string
+			require.NoError(t, tx.QueryRow(ctx, "SELECT subject FROM fetchq.doc_pick('tx', 0, 1, '5m')", mode).Scan(&subject))
+			require.Equal(t, "r1", subject)
+			require.NoError(t, tx.Rollback(ctx))
+			require.Equal(t, 0, count())
+
+			// Committed with other writes.
+			tx, err = conn.Begin(ctx)
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS side (x int)")
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, "INSERT INTO side VALUES (1)")
+			require.NoError(t, err)
+			require.NoError(t, tx.QueryRow(ctx, "SELECT * FROM fetchq.doc_push('tx', 'c-"+mode.String()+"')", mode).Scan(&q))
+			require.NoError(t, tx.QueryRow(ctx, "SELECT subject FROM fetchq.doc_pick('tx', 0, 1, '5m')", mode).Scan(&subject))
+			require.NoError(t, tx.Commit(ctx))
+			var status int
+			require.NoError(t, conn.QueryRow(ctx, "SELECT status FROM fetchq_data.tx__docs WHERE subject = $1", "c-"+mode.String()).Scan(&status))
+			require.Equal(t, 2, status)
+			_, err = conn.Exec(ctx, "DELETE FROM fetchq_data.tx__docs")
+			require.NoError(t, err)
+		})
+	}
+}
+
+// TestErrorInTransactionAbortsIt: a failing call inside a transaction
+// block fails the block, as any error does in Postgres.
+func TestErrorInTransactionAbortsIt(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b, "ab")
+	ctx := ctxT(t, time.Minute)
+	pg := conn.PgConn()
+	_, err := pg.Exec(ctx, "BEGIN").ReadAll()
+	require.NoError(t, err)
+	_, err = pg.Exec(ctx, "SELECT * FROM fetchq.doc_push('ab', '"+strings.Repeat("x", 51)+"')").ReadAll()
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "P0001", pgErr.Code)
+	require.Equal(t, "The subject exceeds 50 characters limit", pgErr.Message)
+	require.Equal(t, byte('E'), pg.TxStatus())
+	_, err = pg.Exec(ctx, "SELECT 1").ReadAll()
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "25P02", pgErr.Code)
+	_, err = pg.Exec(ctx, "ROLLBACK").ReadAll()
+	require.NoError(t, err)
+	require.Equal(t, byte('I'), pg.TxStatus())
+}
+
+// TestMultiStatementWithCalls: a Query text mixing calls and ordinary
+// statements runs them in order, in one implicit transaction.
+func TestMultiStatementWithCalls(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b, "ms")
+	ctx := ctxT(t, time.Minute)
+	pg := conn.PgConn()
+	res, err := pg.Exec(ctx, "CREATE TABLE log (x int); SELECT * FROM fetchq.doc_push('ms', 'a'); INSERT INTO log VALUES (1); SELECT subject FROM fetchq.doc_pick('ms', 0, 1, '5m')").ReadAll()
+	require.NoError(t, err)
+	require.Len(t, res, 4)
+	require.Equal(t, "CREATE TABLE", res[0].CommandTag.String())
+	require.Equal(t, "queued_docs", string(res[1].FieldDescriptions[0].Name))
+	require.Equal(t, [][][]byte{{[]byte("1")}}, res[1].Rows)
+	require.Equal(t, "INSERT 0 1", res[2].CommandTag.String())
+	require.Equal(t, [][][]byte{{[]byte("a")}}, res[3].Rows)
+	require.Equal(t, "SELECT 1", res[3].CommandTag.String())
+	require.Equal(t, byte('I'), pg.TxStatus())
+
+	// A failure rolls back the whole text, the calls included.
+	_, err = pg.Exec(ctx, "INSERT INTO log VALUES (2); SELECT * FROM fetchq.doc_push('ms', 'b'); SELECT 1/0").ReadAll()
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "22012", pgErr.Code)
+	var logs, docs int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM log").Scan(&logs))
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.ms__docs").Scan(&docs))
+	require.Equal(t, 1, logs)
+	require.Equal(t, 1, docs)
+}
+
+// TestUnsupportedShape: a call the proxy cannot honour is refused with
+// 0A000 and a hint, and the session stays usable.
+func TestUnsupportedShape(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b, "un")
+	ctx := ctxT(t, time.Minute)
+	for _, mode := range execModes {
+		_, err := conn.Exec(ctx, "WITH p AS (SELECT * FROM fetchq.doc_pick('un', 0, 1, '5m')) SELECT * FROM p", mode)
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr, mode.String())
+		require.Equal(t, "0A000", pgErr.Code)
+		require.NotEmpty(t, pgErr.Hint)
+		var one int
+		require.NoError(t, conn.QueryRow(ctx, "SELECT 1", mode).Scan(&one))
+	}
+}
+
+// TestPsqlCalls: psql shows the extension's columns, and \gdesc describes
+// an intercepted statement without running it.
+func TestPsqlCalls(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	fetchqConn(t, b, "ps")
+	dsn := b.proxyDSN("", "")
+	out := mustPsql(t, dsn, "-c", "SELECT * FROM fetchq.doc_push('ps', 's1', 0, 0, NOW(), '{\"k\": \"v\"}')")
+	require.Contains(t, out, "queued_docs")
+	require.Contains(t, out, "(1 row)")
+
+	script := filepath.Join(t.TempDir(), "gdesc.sql")
+	require.NoError(t, os.WriteFile(script, []byte(`SELECT * FROM fetchq.doc_pick('ps', 0, 1, '5m') \gdesc`+"\n"), 0o644))
+	out = mustPsql(t, dsn, "-f", script)
+	for _, want := range []string{"subject", "character varying", "payload", "jsonb", "iterations", "bigint", "next_iteration", "timestamp with time zone"} {
+		require.Contains(t, out, want)
+	}
+	// \gdesc executed nothing: the document is still pending.
+	require.Contains(t, mustPsql(t, dsn, "-At", "-c", "SELECT status FROM fetchq_data.ps__docs"), "1")
+
+	out = mustPsql(t, dsn, "-At", "-F", ",", "-c", "SELECT subject, payload, attempts FROM fetchq.doc_pick('ps', 0, 1, '5m')")
+	require.Equal(t, "s1,{\"k\": \"v\"},1\n", out)
+}
