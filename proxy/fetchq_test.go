@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fetchq/fetchq-proxy/backend"
+	"github.com/fetchq/fetchq-proxy/proxy"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
@@ -242,4 +244,72 @@ func TestPsqlCalls(t *testing.T) {
 
 	out = mustPsql(t, dsn, "-At", "-F", ",", "-c", "SELECT subject, payload, attempts FROM fetchq.doc_pick('ps', 0, 1, '5m')")
 	require.Equal(t, "s1,{\"k\": \"v\"},1\n", out)
+}
+
+// countingCounters records applied effects.
+type countingCounters struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (c *countingCounters) Apply(e backend.Effects) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, x := range e {
+		if x.Kind == backend.EffectAdd {
+			c.n[x.Queue+"."+x.Metric] += x.Delta
+		}
+	}
+}
+
+func (c *countingCounters) get(k string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[k]
+}
+
+// TestEffectsOnlyForCommittedWork: counter effects reach Counters for
+// autocommit calls at once, for calls in a transaction only if it commits.
+func TestEffectsOnlyForCommittedWork(t *testing.T) {
+	t.Parallel()
+	cc := &countingCounters{n: map[string]int64{}}
+	b := setupFetchq(t, func(c *proxy.Config) { c.Counters = cc })
+	conn := fetchqConn(t, b, "ef")
+	ctx := ctxT(t, time.Minute)
+	pg := conn.PgConn()
+	exec := func(sql string) {
+		t.Helper()
+		_, err := pg.Exec(ctx, sql).ReadAll()
+		require.NoError(t, err)
+	}
+	exec("SELECT * FROM fetchq.doc_push('ef', 'a')")
+	require.Equal(t, int64(1), cc.get("ef.ent"))
+
+	exec("BEGIN")
+	exec("SELECT * FROM fetchq.doc_push('ef', 'b')")
+	require.Equal(t, int64(1), cc.get("ef.ent"), "not before commit")
+	exec("ROLLBACK")
+	require.Equal(t, int64(1), cc.get("ef.ent"))
+
+	exec("BEGIN")
+	exec("SELECT * FROM fetchq.doc_push('ef', 'c')")
+	exec("COMMIT")
+	require.Equal(t, int64(2), cc.get("ef.ent"))
+
+	exec("BEGIN; SELECT * FROM fetchq.doc_push('ef', 'd'); COMMIT")
+	require.Equal(t, int64(3), cc.get("ef.ent"))
+	exec("SELECT * FROM fetchq.doc_push('ef', 'e'); SELECT * FROM fetchq.doc_push('ef', 'f')")
+	require.Equal(t, int64(5), cc.get("ef.ent"))
+	_, err := pg.Exec(ctx, "SELECT * FROM fetchq.doc_push('ef', 'g'); SELECT 1/0").ReadAll()
+	require.Error(t, err)
+	require.Equal(t, int64(5), cc.get("ef.ent"))
+
+	// Extended protocol inside a transaction.
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "SELECT * FROM fetchq.doc_push('ef', 'h')")
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, int64(6), cc.get("ef.ent"))
+	require.Equal(t, int64(6), cc.get("ef.cnt"))
 }

@@ -43,6 +43,12 @@ type Queue interface {
 	Invoke(ctx context.Context, db backend.DB, id string, args []backend.Value) (*backend.Result, error)
 }
 
+// Counters receives the counter effects of committed calls.
+// *backend.Metrics implements it.
+type Counters interface {
+	Apply(backend.Effects)
+}
+
 // icStmt is an intercepted prepared statement.
 type icStmt struct {
 	call       *rewrite.Call
@@ -212,9 +218,11 @@ func (s *session) simpleQuery(text string) (bool, error) {
 		if failed {
 			end = "ROLLBACK"
 		}
-		if _, err := db.Query(s.ctx, end, nil, noRows); err != nil {
+		_, err := db.Query(s.ctx, end, nil, noRows)
+		if err != nil {
 			s.respondError(err)
 		}
+		s.endTx(end == "COMMIT" && err == nil)
 	}
 	s.respondReady()
 	return true, nil
@@ -284,6 +292,9 @@ func (s *session) relayStatement(sql string) (bool, error) {
 		case m = <-c.ch:
 		case <-s.ctx.Done():
 			return false, s.ctx.Err()
+		}
+		if s.effectsPending.Load() {
+			s.trackTxEnd(m.typ, m.body)
 		}
 		switch m.typ {
 		case 'Z':
@@ -483,6 +494,7 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint3
 	if err != nil {
 		return err
 	}
+	s.effects(res.Effects)
 	var out []byte
 	if withRowDesc {
 		out = appendEncoded(out, rowDescription(call, resultFormats))
@@ -499,6 +511,61 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint3
 	out = appendEncoded(out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.Itoa(len(res.Rows)))})
 	s.respond(out)
 	return nil
+}
+
+// effects hands a call's counter effects on: at once when the call ran in
+// its own transaction, else when the client's transaction ends (applied
+// if it committed, dropped if not).
+func (s *session) effects(e backend.Effects) {
+	if len(e) == 0 || s.srv.cfg.Counters == nil {
+		return
+	}
+	if byte(s.txStatus.Load()) == 'I' {
+		s.srv.cfg.Counters.Apply(e)
+		return
+	}
+	s.emu.Lock()
+	s.pendingEffects = append(s.pendingEffects, e...)
+	s.emu.Unlock()
+	s.effectsPending.Store(true)
+}
+
+// endTx applies or drops the effects of the transaction that just ended.
+func (s *session) endTx(committed bool) {
+	if !s.effectsPending.Load() {
+		return
+	}
+	s.emu.Lock()
+	e := s.pendingEffects
+	s.pendingEffects, s.sawCommit = nil, false
+	s.emu.Unlock()
+	s.effectsPending.Store(false)
+	if committed && s.srv.cfg.Counters != nil {
+		s.srv.cfg.Counters.Apply(e)
+	}
+}
+
+// trackTxEnd follows a client transaction holding Fetchq calls from the
+// upstream's relayed messages: a COMMIT tag, then ReadyForQuery 'I',
+// means it committed; 'I' without it means it rolled back.
+// (ROLLBACK TO SAVEPOINT does not undo the effects of calls made since the
+// savepoint: a known approximation.)
+func (s *session) trackTxEnd(typ byte, body []byte) {
+	switch typ {
+	case 'C':
+		if bytes.HasPrefix(body, []byte("COMMIT\x00")) {
+			s.emu.Lock()
+			s.sawCommit = true
+			s.emu.Unlock()
+		}
+	case 'Z':
+		if len(body) == 1 && body[0] == 'I' {
+			s.emu.Lock()
+			committed := s.sawCommit
+			s.emu.Unlock()
+			s.endTx(committed)
+		}
+	}
 }
 
 func encodeMsgs(msgs ...encoder) []byte {

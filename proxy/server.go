@@ -47,6 +47,11 @@ type Config struct {
 	Rewriter *rewrite.Rewriter
 	Queue    Queue
 
+	// Counters receives the counter effects of intercepted calls once the
+	// transaction they ran in has committed (never for rolled-back work).
+	// Nil drops them.
+	Counters Counters
+
 	// MaxClients caps the number of concurrent client sessions; clients
 	// past it get FATAL 53300 too_many_connections. Zero means no cap.
 	MaxClients int

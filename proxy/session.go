@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/fetchq/fetchq-proxy/backend"
 )
 
 // A session serves one client connection. It is not safe for concurrent
@@ -70,8 +72,15 @@ type session struct {
 	portals          map[string]*icPortal // intercepted portals by name
 	discardUntilSync bool                 // after an error the proxy raised in an extended batch
 	msgBuf           []byte               // reused buffer for inspected client messages
-	partial          atomic.Bool          // extended-protocol messages forwarded since the last Sync
-	closing          atomic.Bool
+
+	// Counter effects of calls made in the client's open transaction,
+	// applied when it commits (see trackTxEnd).
+	emu            sync.Mutex
+	pendingEffects backend.Effects
+	sawCommit      bool
+	effectsPending atomic.Bool
+	partial        atomic.Bool // extended-protocol messages forwarded since the last Sync
+	closing        atomic.Bool
 
 	intercepting bool // Fetchq calls are intercepted (Config.Rewriter and Queue set)
 
@@ -336,6 +345,18 @@ func (s *session) readUpstream() error {
 			}
 			head.capture.deliver(typ, body)
 		case body != nil:
+			s.cmu.Lock()
+			err = writeMsg(s.cw, typ, body)
+			s.cmu.Unlock()
+			if s.effectsPending.Load() {
+				s.trackTxEnd(typ, body)
+			}
+		case typ == 'C' && s.effectsPending.Load() && n <= maxInspectLen:
+			if body, err = up.r.body(buf, n); err != nil {
+				return s.upstreamLost(err)
+			}
+			buf = body
+			s.trackTxEnd(typ, body)
 			s.cmu.Lock()
 			err = writeMsg(s.cw, typ, body)
 			s.cmu.Unlock()
