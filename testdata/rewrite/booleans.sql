@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.queue_truncate('q', true); SELECT * FROM fetchq.queue_truncate_all('yes')

@@ -1,0 +1,1 @@
+SELECT fetchq.queue_drop(name) FROM fetchq.queues

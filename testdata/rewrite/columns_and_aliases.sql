@@ -1,0 +1,1 @@
+SELECT subject, x.payload AS p, x.*, * FROM fetchq.doc_pick('q') AS x

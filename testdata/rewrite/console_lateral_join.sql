@@ -1,0 +1,1 @@
+SELECT "t1".*, "m".* FROM "fetchq"."queues" AS "t1" LEFT JOIN LATERAL "fetchq"."metric_get_common"("t1"."name") AS "m" ON true

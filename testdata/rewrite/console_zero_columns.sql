@@ -1,0 +1,1 @@
+SELECT FROM "fetchq"."metric_log_increment"('q', 'pnd', 1); SELECT FROM "fetchq"."metric_log_decrement"('q', 'act', 1);

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_pick('q', 0, 2 * 5 + 1, '5m')

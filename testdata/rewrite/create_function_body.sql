@@ -1,0 +1,1 @@
+CREATE FUNCTION public.work() RETURNS void LANGUAGE plpgsql AS $$ BEGIN PERFORM * FROM FetchQ.Doc_Pick('q'); END $$

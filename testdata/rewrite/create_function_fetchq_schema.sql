@@ -1,0 +1,1 @@
+CREATE OR REPLACE FUNCTION fetchq.doc_pick(PAR_queue VARCHAR) RETURNS SETOF INTEGER AS $$ SELECT * FROM fetchq.doc_pick(PAR_queue, 0, 1, '5m') $$ LANGUAGE sql

@@ -1,0 +1,1 @@
+WITH p AS (SELECT * FROM fetchq.doc_pick('q')) SELECT * FROM p

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_reschedule('q', 's', to_timestamp(1 / 0))

@@ -1,0 +1,1 @@
+DO $$ BEGIN PERFORM fetchq.doc_push('q', 's'); END $$

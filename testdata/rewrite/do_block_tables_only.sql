@@ -1,0 +1,1 @@
+DO $$ BEGIN INSERT INTO fetchq.queues (name) VALUES ('q'); END $$

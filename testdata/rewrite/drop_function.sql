@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS fetchq.doc_pick(varchar, integer)

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.queue_drop_logs('q', NOW() - INTERVAL '1 day')

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.queue_drop_logs('q', '24 hours')

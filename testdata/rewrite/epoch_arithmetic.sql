@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_reschedule('q', 's', to_timestamp(1700000000000 / 1000.0 + 60)); SELECT * FROM fetchq.doc_reschedule('q', 's', to_timestamp(1700000000999 / 1000)); SELECT * FROM fetchq.doc_reschedule('q', 's', to_timestamp('1700000000.5'))

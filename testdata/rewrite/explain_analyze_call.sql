@@ -1,0 +1,1 @@
+EXPLAIN ANALYZE SELECT * FROM fetchq.doc_pick('q')

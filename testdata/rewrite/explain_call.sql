@@ -1,0 +1,1 @@
+EXPLAIN SELECT * FROM fetchq.doc_pick('q')

@@ -1,0 +1,1 @@
+EXPLAIN SELECT * FROM fetchq_data.q__docs

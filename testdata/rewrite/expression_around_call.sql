@@ -1,0 +1,1 @@
+SELECT coalesce(fetchq.info(), 'none')

@@ -1,0 +1,1 @@
+SELECT * FROM public.doc_pick('q') -- not fetchq

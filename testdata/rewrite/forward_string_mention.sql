@@ -1,0 +1,1 @@
+SELECT 'fetchq.doc_pick(1)' AS s

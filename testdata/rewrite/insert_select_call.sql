@@ -1,0 +1,1 @@
+INSERT INTO log SELECT * FROM fetchq.doc_pick('q')

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_pick('q') d JOIN fetchq_data.q__docs x USING (subject)

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_complete('q', 's', '{}'::json)

@@ -1,0 +1,1 @@
+SELECT y.subject FROM fetchq.doc_pick('q') x

@@ -1,0 +1,1 @@
+SELECT * FROM FETCHQ.Doc_Pick('q'); SELECT * FROM "fetchq"."doc_pick"('q')

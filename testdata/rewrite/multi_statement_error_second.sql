@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.queues; SELECT * FROM fetchq.doc_pick('q') WHERE true; SELECT 1

@@ -1,0 +1,1 @@
+BEGIN; SELECT * FROM fetchq.doc_pick('q'); SELECT * FROM fetchq.doc_complete('q', 's'); COMMIT;

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_pick('q', -1, CAST('2' AS int), '5m'::varchar(1))

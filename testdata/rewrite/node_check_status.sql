@@ -1,0 +1,1 @@
+WITH d1 AS (SELECT iterations FROM fetchq_data.q1__docs WHERE subject = $1 AND status = 3 LIMIT 1), d2 AS (SELECT iterations FROM fetchq_data.q1__docs WHERE subject = $1 AND status = -1 LIMIT 1), ck AS (SELECT * FROM d1 UNION ALL SELECT * FROM d2) SELECT count(*)::integer AS tot FROM ck

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_append( 'q1', '{"a":1}',  1, 2 )

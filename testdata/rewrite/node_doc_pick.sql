@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_pick( 'q1', 0, 1, '5m' )

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_push( 'q1', 's1', 0, 0, '2030-01-01 00:00', '{}' )

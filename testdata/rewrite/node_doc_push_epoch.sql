@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_push( 'q1', 's1', 0, 0, to_timestamp(1700000000123 / 1000.0), '{}' )

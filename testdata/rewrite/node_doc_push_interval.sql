@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_push( 'q1', 's1', 2, 3, NOW() + INTERVAL '1 hour', '{"a":1}' )

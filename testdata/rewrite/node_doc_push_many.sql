@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_push( 'q1', 1, NOW() - INTERVAL '1ms', '( ''a1'', 0, ''{"a":1}'', {DATA}), (''a2'', 2, ''{}'', {DATA} )')

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_push( 'q1', 's1', 0, 0, NOW(), '{"a":"it''''s"}' )

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_reject( 'q1', 's1', 'worker exception', '{"message":"x","err":"{}"}' , '*' )

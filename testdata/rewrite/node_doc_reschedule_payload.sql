@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_reschedule( 'q1', 's1', NOW() + INTERVAL '1h' , '{"a":1}' )

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_upsert( 'q1', 's1', 0, 0, NOW(), '{}' )

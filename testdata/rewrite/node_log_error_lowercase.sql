@@ -1,0 +1,1 @@
+select * FROM fetchq.log_error('q1', 's1', 'msg', '{}', 'null');

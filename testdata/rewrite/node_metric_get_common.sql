@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.metric_get_common( 'q1' )

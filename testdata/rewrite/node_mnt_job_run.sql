@@ -1,0 +1,1 @@
+select * FROM fetchq.mnt_job_run(1);

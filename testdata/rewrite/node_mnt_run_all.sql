@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.mnt_run_all( 100 )

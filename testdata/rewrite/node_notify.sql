@@ -1,0 +1,1 @@
+NOTIFY fetchq__q1__pnd, 'true';

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.queues WHERE name = 'q1' 

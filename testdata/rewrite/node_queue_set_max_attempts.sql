@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.queue_set_max_attempts('q1', 5)

@@ -1,0 +1,1 @@
+select * FROM fetchq.trace('s1');

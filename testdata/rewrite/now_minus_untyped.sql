@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_reschedule('q', 's', NOW() - '1 day')

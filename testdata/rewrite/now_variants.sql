@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_reschedule('q', 's', CURRENT_TIMESTAMP); SELECT * FROM fetchq.doc_reschedule('q', 's', transaction_timestamp() + '5 minutes'); SELECT * FROM fetchq.doc_reschedule('q', 's', INTERVAL '1 day' + now())

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.queue_status() ORDER BY id LIMIT 1

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_push($1, $2::varchar, $3::int, $4, $5, $6::jsonb)

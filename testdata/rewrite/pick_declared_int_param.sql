@@ -1,0 +1,2 @@
+-- params: 0,23
+SELECT * FROM fetchq.doc_pick($1, $2)

@@ -1,0 +1,1 @@
+SELECT * FROM "FETCHQ".doc_pick('q')

@@ -1,0 +1,1 @@
+SELECT *, i FROM fetchq.info() i

@@ -1,0 +1,1 @@
+SELECT fetchq.doc_pick('q') AS d

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_push(E'q\x31', $$s'1$$, U&'{"\0070":1}', NOW())

@@ -1,0 +1,1 @@
+SELECT * FROM (SELECT * FROM fetchq.doc_pick('q')) s

@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.doc_complete('q', 'sùbject', '{"msg":"héllo ✓ 日本"}')

@@ -1,0 +1,1 @@
+SELECT nope FROM fetchq.doc_pick('q') x

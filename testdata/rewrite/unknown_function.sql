@@ -1,0 +1,1 @@
+SELECT * FROM fetchq.nosuch('q', 1, 2.5, true)

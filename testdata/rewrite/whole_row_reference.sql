@@ -1,0 +1,1 @@
+SELECT doc_pick FROM fetchq.doc_pick('q')
