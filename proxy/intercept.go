@@ -477,7 +477,7 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint3
 		case rewrite.ArgParam:
 			idx := a.Param - 1
 			if idx < 0 || idx >= len(params) {
-				return &Error{Code: "08P01", Message: fmt.Sprintf("there is no parameter $%d", a.Param)}
+				return &Error{Code: "42P02", Message: fmt.Sprintf("there is no parameter $%d", a.Param)}
 			}
 			if params[idx] == nil {
 				args[i] = backend.Value{Null: true}
