@@ -55,7 +55,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	str(&o.logLevel, "log-level", "FETCHQ_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	str(&o.tlsCert, "tls-cert", "FETCHQ_TLS_CERT", "", "PEM certificate file; with --tls-key, clients may use TLS (sslmode=require)")
 	str(&o.tlsKey, "tls-key", "FETCHQ_TLS_KEY", "", "PEM private key file for --tls-cert")
-	str(&o.fetchqVersion, "fetchq-version", "FETCHQ_VERSION", backend.DefaultVersion, "version fetchq.info() reports; Fetchq clients refuse a version other than the one they were built for (the npm fetchq@4.1.1 client wants 4.0.0)")
+	str(&o.fetchqVersion, "fetchq-version", "FETCHQ_VERSION", "4.0.0", "version fetchq.info() reports; Fetchq clients refuse a version other than the one they were built for (the npm fetchq@4.1.1 client wants 4.0.0)")
 	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
 		d := def
 		if v := os.Getenv(env); v != "" {
