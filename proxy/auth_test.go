@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"math/big"
 	"net"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/fetchq/fetchq-proxy/proxy"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/require"
 )
 
@@ -121,4 +123,29 @@ func TestTLSRequiredWithoutCert(t *testing.T) {
 		"host=127.0.0.1 port="+itoa(b.port)+" user=postgres dbname="+b.db.Name+" sslmode=require")
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "server refused TLS connection")
+}
+
+// TestPlaintextAfterSSLRequestRefused: bytes sent in the same write as an
+// SSLRequest are never taken into the TLS session; the connection is
+// refused with 08P01 as Postgres does.
+func TestPlaintextAfterSSLRequestRefused(t *testing.T) {
+	t.Parallel()
+	cert := selfSignedCert(t)
+	b := setup(t, func(c *proxy.Config) {
+		c.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	})
+	conn, err := net.Dial("tcp", net.JoinHostPort(b.host, itoa(b.port)))
+	require.NoError(t, err)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	req := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877103)
+	req = append(req, startupPacket(3<<16, "user", "postgres", "database", b.db.Name)...)
+	_, err = conn.Write(req)
+	require.NoError(t, err)
+	msg, err := pgproto3.NewFrontend(conn, conn).Receive()
+	require.NoError(t, err)
+	er, ok := msg.(*pgproto3.ErrorResponse)
+	require.True(t, ok, "got %T", msg)
+	require.Equal(t, "08P01", er.Code)
+	require.Equal(t, "received unencrypted data after SSL request", er.Message)
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fetchq/fetchq-proxy/proxy"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/require"
@@ -143,4 +144,34 @@ func TestGarbageClientIsolated(t *testing.T) {
 	wg.Wait()
 	require.Nil(t, workerErr.Load())
 	require.Greater(t, okQueries.Load(), before, "other clients stopped being served")
+}
+
+// TestMaxClients: past --max-clients a client gets FATAL 53300 and the
+// clients already in are unaffected.
+func TestMaxClients(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *proxy.Config) { c.MaxClients = 3 })
+	var conns []*pgconn.PgConn
+	for range 3 {
+		conns = append(conns, connect(t, b.proxyDSN("", "")))
+	}
+	_, err := pgconn.Connect(ctxT(t, 10*time.Second), b.proxyDSN("", ""))
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "53300", pgErr.Code)
+	require.Equal(t, "sorry, too many clients already", pgErr.Message)
+	for _, c := range conns {
+		_, err := c.Exec(ctxT(t, 10*time.Second), "SELECT 1").ReadAll()
+		require.NoError(t, err)
+	}
+	// A slot freed is a slot available.
+	require.NoError(t, conns[0].Close(context.Background()))
+	require.Eventually(t, func() bool {
+		c, err := pgconn.Connect(context.Background(), b.proxyDSN("", ""))
+		if err != nil {
+			return false
+		}
+		c.Close(context.Background())
+		return true
+	}, 5*time.Second, 50*time.Millisecond)
 }

@@ -124,6 +124,13 @@ func (s *session) startup() error {
 				}
 				continue
 			}
+			if hasPendingInput(s.conn) {
+				// Bytes sent with the SSLRequest, before the TLS
+				// handshake, could only have been injected in plaintext
+				// (CVE-2021-23214): refuse them, as Postgres does.
+				s.initClientIO()
+				return s.fail(&protocolError{msg: "received unencrypted data after SSL request"})
+			}
 			if _, err := s.conn.Write([]byte{'S'}); err != nil {
 				return err
 			}
