@@ -105,6 +105,14 @@ func projectRow(call *rewrite.Call, row [][]byte, formats []int16) ([][]byte, er
 		case c.Source >= 0 && c.Source < len(row):
 			v = row[c.Source]
 		case c.Composite:
+			if formatOf(formats, i) == 1 {
+				b, err := recordBinary(call.Func.Out, row)
+				if err != nil {
+					return nil, err
+				}
+				vals[i] = b
+				continue
+			}
 			v = recordText(row)
 		case len(row) > 0:
 			v = row[0]
@@ -152,6 +160,27 @@ func recordText(row [][]byte) []byte {
 	}
 	b.WriteByte(')')
 	return []byte(b.String())
+}
+
+// recordBinary encodes a row as a record in binary format: the column
+// count, then each column's type OID, length and binary value.
+func recordBinary(cols []rewrite.Column, row [][]byte) ([]byte, error) {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(row)))
+	for i, v := range row {
+		oid := uint32(cols[i].Type)
+		b = binary.BigEndian.AppendUint32(b, oid)
+		if v == nil {
+			b = binary.BigEndian.AppendUint32(b, 0xFFFFFFFF)
+			continue
+		}
+		bv, err := binaryValue(oid, v)
+		if err != nil {
+			return nil, err
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(len(bv)))
+		b = append(b, bv...)
+	}
+	return b, nil
 }
 
 // pgEpochUnix is 2000-01-01 00:00:00 UTC, Postgres' timestamp epoch, in Unix seconds.

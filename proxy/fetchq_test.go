@@ -313,3 +313,53 @@ func TestEffectsOnlyForCommittedWork(t *testing.T) {
 	require.Equal(t, int64(6), cc.get("ef.ent"))
 	require.Equal(t, int64(6), cc.get("ef.cnt"))
 }
+
+// TestRecordColumnAllModes: a multi-column function called in the select
+// list returns one record column, in text and binary format alike.
+func TestRecordColumnAllModes(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b)
+	ctx := ctxT(t, time.Minute)
+	for i, mode := range execModes {
+		q := fmt.Sprintf("r%d", i)
+		rows, err := conn.Query(ctx, "SELECT fetchq.queue_create('"+q+"')", mode)
+		require.NoError(t, err, mode.String())
+		vals, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]any, error) { return r.Values() })
+		require.NoError(t, err, mode.String())
+		require.Len(t, vals, 1)
+		require.Equal(t, "queue_create", string(rows.FieldDescriptions()[0].Name))
+		require.Equal(t, uint32(2249), rows.FieldDescriptions()[0].DataTypeOID)
+		switch v := vals[0][0].(type) {
+		case string:
+			require.Regexp(t, `^\(t,\d+\)$`, v, mode.String())
+		case []any:
+			require.Len(t, v, 2, mode.String())
+			require.Equal(t, true, v[0], mode.String())
+		default:
+			t.Fatalf("%s: unexpected record value %T %v", mode, v, v)
+		}
+	}
+}
+
+// TestAbortedTransactionRefusesCalls: in a failed transaction block every
+// call gets 25P02, even one that would not touch the database.
+func TestAbortedTransactionRefusesCalls(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b, "ab")
+	ctx := ctxT(t, time.Minute)
+	for _, mode := range execModes {
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, "SELECT 1/0", mode)
+		require.Error(t, err)
+		for _, sql := range []string{"SELECT * FROM fetchq.info()", "SELECT * FROM fetchq.doc_push('ab', 'x')", "SELECT * FROM fetchq.doc_pick('ab')"} {
+			_, err = tx.Exec(ctx, sql, mode)
+			var pgErr *pgconn.PgError
+			require.ErrorAs(t, err, &pgErr, sql)
+			require.Equal(t, "25P02", pgErr.Code, sql)
+		}
+		require.NoError(t, tx.Rollback(ctx))
+	}
+}

@@ -463,6 +463,11 @@ func (s *session) extendedError(err error) {
 // runCall runs call and queues its answer: RowDescription (when
 // withRowDesc), DataRows and CommandComplete.
 func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint32, params [][]byte, paramFormats, resultFormats []int16, withRowDesc bool) error {
+	if byte(s.txStatus.Load()) == 'E' {
+		// As in Postgres, nothing runs in a failed transaction block, not
+		// even a function that would answer without the database.
+		return &Error{Code: "25P02", Message: "current transaction is aborted, commands ignored until end of transaction block"}
+	}
 	args := make([]backend.Value, len(call.Args))
 	for i, a := range call.Args {
 		switch a.Kind {
