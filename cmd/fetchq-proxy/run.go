@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // profiles on --debug-addr
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +37,7 @@ type options struct {
 	maxClients      int
 	planCache       int
 	fetchqVersion   string
+	debugAddr       string
 }
 
 // flagSpec ties a flag to its environment variable.
@@ -55,6 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	str(&o.logLevel, "log-level", "FETCHQ_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	str(&o.tlsCert, "tls-cert", "FETCHQ_TLS_CERT", "", "PEM certificate file; with --tls-key, clients may use TLS (sslmode=require)")
 	str(&o.tlsKey, "tls-key", "FETCHQ_TLS_KEY", "", "PEM private key file for --tls-cert")
+	str(&o.debugAddr, "debug-addr", "FETCHQ_DEBUG_ADDR", "", "address of an HTTP listener serving Go's pprof profiles under /debug/pprof/ (empty: none; keep it on loopback)")
 	str(&o.fetchqVersion, "fetchq-version", "FETCHQ_VERSION", "4.0.0", "version fetchq.info() reports; Fetchq clients refuse a version other than the one they were built for (the npm fetchq@4.1.1 client wants 4.0.0)")
 	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
 		d := def
@@ -182,6 +186,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("loading TLS certificate: %w", err)
 		}
 		cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	if o.debugAddr != "" {
+		dln, err := net.Listen("tcp", o.debugAddr)
+		if err != nil {
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
+		defer dln.Close()
+		go func() { _ = http.Serve(dln, nil) }() // net/http/pprof registers on the default mux
+		logger.Info("serving pprof", "addr", dln.Addr().String())
 	}
 
 	ln, err := net.Listen("tcp", o.listen)
