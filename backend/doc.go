@@ -48,7 +48,21 @@
 //   - init() is idempotent; see [Store.Init] for its return value.
 //   - Broken functions work: queue_set_metrics_retention updates the queue,
 //     queue_drop_metrics applies the retention rules, index maintenance uses
-//     the real index names.
+//     the real index names, metric_get_total sums the counter over all
+//     queues, metric_get_all fills drp, metric_compute and metric_reset
+//     count act.
+//   - Counters are 64-bit end to end (4.0.2 passed them through integer);
+//     the functions whose result column is integer print the 64-bit value.
+//     fetchq.metrics has a unique (queue, metric) key (init() merges
+//     existing duplicates, summing them), every counter write is an upsert
+//     on it, and metric_log_pack consumes each fetchq.metrics_writes row
+//     exactly once even when packs run concurrently.
+//   - Maintenance never waits for workers (FOR UPDATE SKIP LOCKED),
+//     mnt_make_pending promotes documents due at now() (<=, like push and
+//     pick), mnt_run runs its three steps as one statement, and mnt_job_run
+//     runs each job in a savepoint: a failing job is logged and retried
+//     after its claim expires instead of rolling back the call and
+//     stalling all maintenance. Job runs set jobs.last_iteration.
 //   - A catch-all function (one that returns 0, NULL or false on error in
 //     the extension) still reports insufficient_privilege (42501) and
 //     query_canceled (57014) as errors, and never swallows connection
@@ -81,11 +95,48 @@
 // Operations do not write fetchq.metrics_writes rows (a row per counter per
 // operation is the extension's main cost). Each mutating operation reports
 // the counter changes it made as [Effects] in its result, exactly the writes
-// of the specification's §2.8 table, for a caller to apply once the
-// transaction has committed. The operations that reset counters the way
-// metric_reset does (queue_truncate, queue_truncate_all) write the zeroed
-// gauges to fetchq.metrics themselves and report an [EffectReset]; so do
-// queue_drop and destroy, which delete a queue's counters.
+// of the specification's §2.8 table, for the caller to apply to a [Metrics]
+// once the transaction has committed (and to drop if it rolled back). A
+// Metrics keeps one 64-bit delta per (queue, metric) in memory; the
+// [Maintainer] flushes them into fetchq.metrics with one upsert every
+// FlushInterval (1s) and when it stops. A clean shutdown therefore loses
+// nothing; a crash loses the deltas applied since the last flush, at most
+// one flush interval of event counters (the gauges can be recounted with
+// metric_reset; metric_compute always counts the documents).
+//
+// The metric_* reads of a Store (metric_get, metric_get_common,
+// metric_get_all, metric_get_total, metric_snap) include the pending deltas
+// of the Store's Metrics: in autocommit they flush first, inside a client's
+// transaction they add the deltas to what they read without writing. So
+// counters are exact for the work committed through this process, with no
+// pack needed, and the work of other proxies is visible once they flushed
+// (within a second). The operations that reset counters the way
+// metric_reset does (metric_reset, queue_truncate, queue_truncate_all,
+// queue_drop, destroy) write fetchq.metrics themselves and report an
+// [EffectReset], which discards the pending deltas of the queue.
+//
+// The log functions (metric_log_set, _increment, _decrement) keep 4.0.2's
+// model for the clients that use them: rows in fetchq.metrics_writes that
+// metric_log_pack applies (resets, then every increment; rows dated in the
+// future wait). metric_log_pack also flushes the pending deltas and counts
+// them in its result as the rows 4.0.2 would have logged.
+//
+// # Maintenance
+//
+// A [Maintainer] runs in every proxy. The proxies elect a leader with a
+// session advisory lock (pg_try_advisory_lock) held on a dedicated
+// connection; when the leader's connection dies Postgres releases the lock
+// and another maintainer takes it within LeaderRetry (1s). Every Interval
+// (250ms) the leader runs a pass: for each registered queue, one statement
+// marks expired locks at max_attempts dead, requeues the other expired
+// locks (their attempt stays counted) and makes due planned documents
+// pending, limited by the queue's mnt job settings.limit; a failing queue
+// is logged and skipped. Then the due lgp, sts, drp and cmp jobs of
+// fetchq.jobs run, each in its own transaction, and the jobs rows are
+// updated as mnt_job_run would, so clients that schedule their own daemons
+// from fetchq.jobs keep working (their mnt_job_run calls, intercepted,
+// share the same code). The mnt_* functions are available for clients that
+// call them; nobody needs to.
 //
 // # Notifications
 //
@@ -93,7 +144,8 @@
 // with pg_notify in their transaction. The fetchq_on_change trigger on
 // fetchq.queues and the per-queue docs triggers installed by
 // queue_enable_notify (channels fetchq__<q>__<event>) are real database
-// triggers; PostgreSQL delivers their notifications on commit.
+// triggers; PostgreSQL delivers their notifications on commit, including
+// the fetchq__<q>__pnd of a document the Maintainer makes pending.
 //
 // See https://www.postgresql.org/docs/current/sql-notify.html and
 // https://www.postgresql.org/docs/current/functions-datetime.html#FUNCTIONS-DATETIME-CURRENT.

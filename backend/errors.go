@@ -57,6 +57,7 @@ var (
 // SQLSTATE codes used by this package.
 const (
 	codeUndefinedTable       = "42P01"
+	codeInvalidColumnRef     = "42P10"
 	codeInvalidName          = "42602"
 	codeUndefinedFunction    = "42883"
 	codeDatatypeMismatch     = "42804"

@@ -98,18 +98,20 @@ func (o *overload) id() string {
 
 // overloadsByID indexes the supported overloads.
 var overloadsByID = func() map[string]*overload {
-	m := make(map[string]*overload, len(overloadList))
-	for i := range overloadList {
-		o := &overloadList[i]
-		m[o.id()] = o
+	m := make(map[string]*overload, len(overloadList)+len(metricOverloads)+len(mntOverloads))
+	for _, list := range [][]overload{overloadList, metricOverloads, mntOverloads} {
+		for i := range list {
+			o := &list[i]
+			m[o.id()] = o
+		}
 	}
 	return m
 }()
 
 // Overloads returns the IDs of the overloads Invoke supports, sorted: the
 // function name without schema and its argument types as Postgres names
-// them, e.g. "doc_pick(varchar,integer,integer,varchar)". The mnt_* and
-// metric_* families are not among them.
+// them, e.g. "doc_pick(varchar,integer,integer,varchar)". Every callable
+// function of Fetchq 4.0.2 is among them, every overload (86).
 func Overloads() []string {
 	ids := make([]string, 0, len(overloadsByID))
 	for id := range overloadsByID {
@@ -481,7 +483,8 @@ func upgrade(s *Store, _ context.Context, _ DB, _ []arg) (*Result, error) {
 // pick5m is doc_pick's default lock duration.
 var pick5m = "5m"
 
-// overloadList holds every supported overload (spec §2.1-2.3, 2.5, 2.7).
+// overloadList holds the overloads of spec §2.1-2.3, 2.5 and 2.7; the
+// metric_* and mnt_* ones are in invoke_mnt.go.
 var overloadList = []overload{
 	// Lifecycle.
 	{"info", nil, []string{"version"}, func(s *Store, _ context.Context, _ DB, _ []arg) (*Result, error) {

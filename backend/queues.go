@@ -685,13 +685,25 @@ func resetGauges(ctx context.Context, db DB, q *queue) error {
 	const gauges = "unnest(ARRAY['cnt', 'pln', 'pnd', 'act', 'cpl', 'kll']) WITH ORDINALITY AS g(metric, n)"
 	if q == nil {
 		_, err := exec(ctx, db, `INSERT INTO fetchq.metrics (queue, metric, value, updated_at)
-SELECT r.name, g.metric, 0, now() FROM fetchq.queues r, `+gauges+` ORDER BY r.id, g.n`, nil)
+SELECT r.name, g.metric, 0, now() FROM fetchq.queues r, `+gauges+` ORDER BY r.id, g.n
+ON CONFLICT (queue, metric) DO NOTHING`, nil) // a name registered twice
 		return err
 	}
-	_, err := exec(ctx, db, `WITH d AS (DELETE FROM fetchq.metrics WHERE queue = $1::text),
-w AS (DELETE FROM fetchq.metrics_writes WHERE queue = $1::text)
-INSERT INTO fetchq.metrics (queue, metric, value, updated_at)
+	if err := deleteCounters(ctx, db, q.name); err != nil {
+		return err
+	}
+	_, err := exec(ctx, db, `INSERT INTO fetchq.metrics (queue, metric, value, updated_at)
 SELECT $1::text, g.metric, 0, now() FROM `+gauges+` ORDER BY g.n`, args{q.name})
+	return err
+}
+
+// deleteCounters deletes the fetchq.metrics and fetchq.metrics_writes rows
+// of a queue. It is a statement of its own: a data-modifying WITH that the
+// main statement does not read runs after it, so an INSERT of the same
+// keys in that statement would hit the unique (queue, metric) key.
+func deleteCounters(ctx context.Context, db DB, name string) error {
+	_, err := exec(ctx, db, `WITH d AS (DELETE FROM fetchq.metrics WHERE queue = $1::text)
+DELETE FROM fetchq.metrics_writes WHERE queue = $1::text`, args{name})
 	return err
 }
 

@@ -9,12 +9,14 @@ import (
 //go:embed sql/*.sql
 var sqlFiles embed.FS
 
-// schemaStatements are the statements of sql/schema.sql; queueStatements
-// those of sql/queue_tables.sql, with {{docs}}, {{logs}} and {{metrics}}
+// schemaStatements are the statements of sql/schema.sql followed by those
+// of sql/metrics_key.sql (metricsKeyStatements); queueStatements those of
+// sql/queue_tables.sql, with {{docs}}, {{logs}} and {{metrics}}
 // placeholders.
 var (
-	schemaStatements = mustSplit("sql/schema.sql")
-	queueStatements  = mustSplit("sql/queue_tables.sql")
+	metricsKeyStatements = mustSplit("sql/metrics_key.sql")
+	schemaStatements     = append(mustSplit("sql/schema.sql"), metricsKeyStatements...)
+	queueStatements      = mustSplit("sql/queue_tables.sql")
 )
 
 func mustSplit(name string) []string {

@@ -172,6 +172,8 @@ func TestSchemaMatchesSpec(t *testing.T) {
 	}, tb.indexesOf(t, "fetchq", "queues"))
 	require.Equal(t, []string{
 		"__fetchq_metrics_queue_idx: CREATE INDEX __fetchq_metrics_queue_idx ON fetchq.metrics USING btree (queue)",
+		// Added by this implementation (spec §7): the key the counter upserts use.
+		"__fetchq_metrics_queue_metric_idx: CREATE UNIQUE INDEX __fetchq_metrics_queue_metric_idx ON fetchq.metrics USING btree (queue, metric)",
 		"metrics_pkey: CREATE UNIQUE INDEX metrics_pkey ON fetchq.metrics USING btree (id)",
 	}, tb.indexesOf(t, "fetchq", "metrics"))
 	require.Equal(t, []string{

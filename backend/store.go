@@ -22,14 +22,24 @@ type Config struct {
 	// version they were built for (fetchq@4.2.0 wants "4.0.2", the 4.1.1
 	// repository HEAD wants "4.0.0"; spec §4.4). Default DefaultVersion.
 	Version string
+
+	// Metrics holds the counter deltas of committed operations not yet in
+	// fetchq.metrics: the one the proxy applies Result.Effects to and the
+	// Maintainer flushes. The metric_* read functions add (or first flush)
+	// its pending deltas, so they are exact for the work committed through
+	// this process. Default: a private NewMetrics(), which only sees the
+	// effects its owner applies to Store.Metrics().
+	Metrics *Metrics
 }
 
 // Store runs the Fetchq operations. Its methods take the [DB] to run on, so
 // one Store serves the service pool and clients' own connections alike. A
-// Store holds no mutable state and is safe for concurrent use.
+// Store is safe for concurrent use; its only mutable state is its
+// [Metrics], which is.
 type Store struct {
 	logger  *slog.Logger
 	version string
+	metrics *Metrics
 }
 
 // New returns a Store configured by cfg, with defaults for zero fields.
@@ -38,11 +48,21 @@ func New(cfg Config) *Store {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	metrics := cfg.Metrics
+	if metrics == nil {
+		metrics = NewMetrics()
+	}
 	return &Store{
 		logger:  logger,
 		version: cmp.Or(cfg.Version, DefaultVersion),
+		metrics: metrics,
 	}
 }
+
+// Metrics returns the Metrics the Store reads pending counter deltas from
+// (Config.Metrics or its private one). Apply the Effects of committed
+// operations to it.
+func (s *Store) Metrics() *Metrics { return s.metrics }
 
 // swallow reports whether fn's catch-all handler absorbs err (see caught),
 // logging it at Debug if so.
