@@ -21,6 +21,7 @@ import (
 	"github.com/fetchq/fetchq-proxy/proxy"
 	"github.com/fetchq/fetchq-proxy/rewrite"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // options are the command-line settings. Each flag falls back to an
@@ -38,6 +39,7 @@ type options struct {
 	planCache       int
 	fetchqVersion   string
 	debugAddr       string
+	maintInterval   time.Duration
 }
 
 // flagSpec ties a flag to its environment variable.
@@ -70,6 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		fs.DurationVar(p, name, d, fmt.Sprintf("%s (env %s)", usage, env))
 	}
 	dur(&o.shutdownTimeout, "shutdown-timeout", "FETCHQ_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGINT/SIGTERM, how long sessions may take to finish their transaction before they are closed")
+	dur(&o.maintInterval, "maintenance-interval", "FETCHQ_MAINTENANCE_INTERVAL", backend.DefaultMaintainInterval, "how often the maintainer promotes due documents and re-queues expired locks")
 	dur(&o.startupTimeout, "startup-timeout", "FETCHQ_STARTUP_TIMEOUT", 15*time.Second, "time a client has to complete the startup and authentication exchange")
 	maxClients := 0
 	if v := os.Getenv("FETCHQ_MAX_CLIENTS"); v != "" {
@@ -147,6 +150,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	var upstream *pgconn.Config
 	var embedded *pgserver.Server
+	serviceDSN := o.upstream
 	if o.upstream != "" {
 		upstream, err = pgconn.ParseConfig(o.upstream)
 		if err != nil {
@@ -166,17 +170,46 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				logger.Error("stopping embedded Postgres", "err", err)
 			}
 		}()
-		upstream, err = pgconn.ParseConfig(embedded.ConnString("postgres", "postgres"))
+		serviceDSN = embedded.ConnString("postgres", "postgres")
+		upstream, err = pgconn.ParseConfig(serviceDSN)
 		if err != nil {
 			return err
 		}
+	}
+
+	// The service pool (credentials and database of --upstream) runs
+	// maintenance and flushes counters; client calls run on the clients'
+	// own connections.
+	poolCfg, err := pgxpool.ParseConfig(serviceDSN)
+	if err != nil {
+		return fmt.Errorf("--upstream: %w", err)
+	}
+	poolCfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("service pool: %w", err)
+	}
+	defer pool.Close()
+	metrics := backend.NewMetrics()
+	store := backend.New(backend.Config{Logger: logger, Version: o.fetchqVersion, Metrics: metrics})
+	maintainer, err := backend.NewMaintainer(backend.MaintainerConfig{
+		Pool: pool, Store: store, Metrics: metrics, Logger: logger, Interval: o.maintInterval,
+	})
+	if err != nil {
+		return err
+	}
+	// The maintainer outlives the signal: sessions draining after SIGINT
+	// still commit work whose counters its final flush (Stop) must write.
+	if err := maintainer.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
 	}
 
 	cfg := proxy.Config{
 		Upstream:       upstream,
 		Logger:         logger,
 		Rewriter:       rewrite.New(o.planCache),
-		Queue:          backend.New(backend.Config{Logger: logger, Version: o.fetchqVersion}),
+		Queue:          store,
+		Counters:       metrics,
 		StartupTimeout: o.startupTimeout,
 		MaxClients:     o.maxClients,
 	}
@@ -219,6 +252,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	select {
 	case err := <-serveErr:
 		srv.Close()
+		maintainer.Stop()
 		return err
 	case <-ctx.Done():
 	}
@@ -229,6 +263,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logger.Warn("shutdown timeout reached; closed busy sessions", "err", err)
 	}
 	<-serveErr
+	// Last: the maintainer's final flush writes the counters of every
+	// session's committed work.
+	maintainer.Stop()
 	return nil
 }
 
