@@ -159,3 +159,24 @@ func setupFetchq(t *testing.T, opts ...setupOpt) *testBundle {
 		c.Queue = backend.New(backend.Config{Logger: c.Logger})
 	}}, opts...)...)
 }
+
+// setupMaintained starts a Fetchq proxy wired as the command wires it:
+// shared counters and a running maintainer on a service pool.
+func setupMaintained(t *testing.T) (*testBundle, *backend.Maintainer) {
+	t.Helper()
+	metrics := backend.NewMetrics()
+	var store *backend.Store
+	b := setup(t, func(c *proxy.Config) {
+		store = backend.New(backend.Config{Logger: c.Logger, Metrics: metrics})
+		c.Rewriter, c.Queue, c.Counters = rewriter, store, metrics
+	})
+	pool := b.db.Pool(t)
+	m, err := backend.NewMaintainer(backend.MaintainerConfig{
+		Pool: pool, Store: store, Metrics: metrics, Logger: testLogger(t),
+		Interval: 100 * time.Millisecond, FlushInterval: 200 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	require.NoError(t, m.Start(context.Background()))
+	t.Cleanup(m.Stop)
+	return b, m
+}
