@@ -4,6 +4,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -64,14 +65,16 @@ func startProxy(t *testing.T) string {
 	db := pgtest.NewDB(t)
 	up, err := pgconn.ParseConfig(pgtest.AdminConnString())
 	require.NoError(t, err)
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	metrics := backend.NewMetrics()
-	store := backend.New(backend.Config{Version: nodeClientVersion, Metrics: metrics})
-	maint, err := backend.NewMaintainer(backend.MaintainerConfig{Pool: db.Pool(t), Store: store, Metrics: metrics})
+	store := backend.New(backend.Config{Version: nodeClientVersion, Metrics: metrics, Logger: logger})
+	maint, err := backend.NewMaintainer(backend.MaintainerConfig{Pool: db.Pool(t), Store: store, Metrics: metrics, Logger: logger})
 	require.NoError(t, err)
 	require.NoError(t, maint.Start(context.Background()))
 	t.Cleanup(maint.Stop)
 	srv := proxy.NewServer(proxy.Config{
 		Upstream: up,
+		Logger:   logger,
 		Rewriter: rewrite.New(1024),
 		Queue:    store,
 		Counters: metrics,
@@ -85,6 +88,15 @@ func startProxy(t *testing.T) string {
 		<-done
 	})
 	return fmt.Sprintf("postgresql://postgres:postgres@%s/%s", ln.Addr(), db.Name)
+}
+
+// testWriter sends log lines to the test's log, shown when it fails.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	defer func() { _ = recover() }() // a late line after the test ended
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 var jestSummary = regexp.MustCompile(`(?m)^Tests:\s+(.*)$`)

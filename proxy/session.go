@@ -440,7 +440,7 @@ func (s *session) upstreamLost(err error) error {
 	if s.closing.Load() {
 		return nil
 	}
-	s.logger.Debug("upstream connection ended", "err", err)
+	s.logger.Warn("upstream connection lost; closing the client session", "err", err)
 	s.cmu.Lock()
 	_ = writeEncoded(s.cw, errorResponse(&Error{Code: "08006",
 		Message: "terminating connection because the upstream connection was lost"}, true, s.logger))
