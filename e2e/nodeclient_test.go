@@ -78,6 +78,7 @@ func startProxy(t *testing.T) string {
 		Rewriter: rewrite.New(1024),
 		Queue:    store,
 		Counters: metrics,
+		Batcher:  backend.NewBatcher(backend.BatcherConfig{Pool: db.Pool(t), Store: store}),
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fetchq/fetchq-proxy/internal/pgtest"
 	"github.com/fetchq/fetchq-proxy/proxy"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -91,7 +92,7 @@ func selfSignedCert(t *testing.T) tls.Certificate {
 func TestTLS(t *testing.T) {
 	t.Parallel()
 	cert := selfSignedCert(t)
-	b := setup(t, func(c *proxy.Config) {
+	b := setup(t, func(c *proxy.Config, _ *pgtest.DB) {
 		c.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	})
 	for _, tc := range []struct{ user, password string }{{"", ""}, {scramUser, scramPasswd}, {md5User, md5Password}} {
@@ -131,7 +132,7 @@ func TestTLSRequiredWithoutCert(t *testing.T) {
 func TestPlaintextAfterSSLRequestRefused(t *testing.T) {
 	t.Parallel()
 	cert := selfSignedCert(t)
-	b := setup(t, func(c *proxy.Config) {
+	b := setup(t, func(c *proxy.Config, _ *pgtest.DB) {
 		c.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	})
 	conn, err := net.Dial("tcp", net.JoinHostPort(b.host, itoa(b.port)))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fetchq/fetchq-proxy/backend"
+	"github.com/fetchq/fetchq-proxy/internal/pgtest"
 	"github.com/fetchq/fetchq-proxy/proxy"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -39,7 +40,22 @@ func fetchqConn(t *testing.T, b *testBundle, queues ...string) *pgx.Conn {
 // from 10,000; every document is picked exactly once.
 func TestConcurrentPickersNeverShare(t *testing.T) {
 	t.Parallel()
-	b := setupFetchq(t)
+	t.Run("own connection", func(t *testing.T) {
+		t.Parallel()
+		concurrentPickers(t, setupFetchq(t))
+	})
+	t.Run("group commit", func(t *testing.T) {
+		t.Parallel()
+		b, _, batcher := setupFull(t)
+		concurrentPickers(t, b)
+		calls, batches := batcher.Stats()
+		t.Logf("group commit: %d picks in %d statements", calls, batches)
+		require.GreaterOrEqual(t, calls, int64(10000))
+		require.Less(t, batches, calls, "concurrent picks were never coalesced")
+	})
+}
+
+func concurrentPickers(t *testing.T, b *testBundle) {
 	conn := fetchqConn(t, b, "work")
 	ctx := ctxT(t, 5*time.Minute)
 	const docs = 10000
@@ -273,7 +289,7 @@ func (c *countingCounters) get(k string) int64 {
 func TestEffectsOnlyForCommittedWork(t *testing.T) {
 	t.Parallel()
 	cc := &countingCounters{n: map[string]int64{}}
-	b := setupFetchq(t, func(c *proxy.Config) { c.Counters = cc })
+	b := setupFetchq(t, func(c *proxy.Config, _ *pgtest.DB) { c.Counters = cc })
 	conn := fetchqConn(t, b, "ef")
 	ctx := ctxT(t, time.Minute)
 	pg := conn.PgConn()
@@ -362,4 +378,52 @@ func TestAbortedTransactionRefusesCalls(t *testing.T) {
 		}
 		require.NoError(t, tx.Rollback(ctx))
 	}
+}
+
+// TestGroupCommitKeepsPrivileges: a role without rights on a queue's
+// tables gets 42501 whether or not group commit is on: batching never
+// lends it the service pool's rights.
+func TestGroupCommitKeepsPrivileges(t *testing.T) {
+	t.Parallel()
+	b, _, batcher := setupFull(t)
+	conn := fetchqConn(t, b, "priv")
+	ctx := ctxT(t, time.Minute)
+	_, err := conn.Exec(ctx, "SELECT * FROM fetchq.doc_push('priv', 'p1')")
+	require.NoError(t, err)
+	role := "fq_norights_" + b.db.Name
+	_, err = conn.Exec(ctx, "CREATE ROLE "+role+" LOGIN")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = b.db.Pool(t).Exec(context.Background(), "DROP OWNED BY "+role)
+		_, _ = b.db.Pool(t).Exec(context.Background(), "DROP ROLE "+role)
+	})
+	_, err = conn.Exec(ctx, "GRANT USAGE ON SCHEMA fetchq, fetchq_data TO "+role)
+	require.NoError(t, err)
+
+	weak, err := pgx.Connect(ctx, b.proxyDSN(role, ""))
+	require.NoError(t, err)
+	defer weak.Close(context.Background())
+	before, _ := batcher.Stats()
+	for _, mode := range execModes {
+		_, err := weak.Exec(ctx, "SELECT * FROM fetchq.doc_pick('priv', 0, 1, '5m')", mode)
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr, mode.String())
+		require.Equal(t, "42501", pgErr.Code, mode.String())
+	}
+	after, _ := batcher.Stats()
+	require.Equal(t, before, after, "a call of a role without rights went through the batcher")
+	var status int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT status FROM fetchq_data.priv__docs WHERE subject = 'p1'").Scan(&status))
+	require.Equal(t, 1, status, "the document must still be pending")
+
+	// Granted, the same role's calls are batched.
+	_, err = conn.Exec(ctx, "GRANT SELECT, UPDATE ON fetchq_data.priv__docs TO "+role)
+	require.NoError(t, err)
+	_, err = weak.Exec(ctx, "SELECT 1") // a statement of its own: rights are checked again
+	require.NoError(t, err)
+	var subject string
+	require.NoError(t, weak.QueryRow(ctx, "SELECT subject FROM fetchq.doc_pick('priv', 0, 1, '5m')").Scan(&subject))
+	require.Equal(t, "p1", subject)
+	after, _ = batcher.Stats()
+	require.Equal(t, before+1, after)
 }

@@ -41,6 +41,19 @@ type Queue interface {
 	// Invoke runs the function overload id with args on db and returns its
 	// rows in the overload's output-column order, in text format.
 	Invoke(ctx context.Context, db backend.DB, id string, args []backend.Value) (*backend.Result, error)
+	// CanBatch reports whether the role of db's session may read and
+	// update queue's documents (see Batcher).
+	CanBatch(ctx context.Context, db backend.DB, queue string) (bool, error)
+}
+
+// Batcher runs autocommit calls of many sessions together on the service
+// pool (group commit). *backend.Batcher implements it.
+type Batcher interface {
+	// Batchable reports whether an overload goes through the batcher; its
+	// first argument is then the queue name.
+	Batchable(id string) bool
+	// Invoke runs a batchable call as Queue.Invoke would, in a batch.
+	Invoke(ctx context.Context, id string, args []backend.Value) (*backend.Result, error)
 }
 
 // Counters receives the counter effects of committed calls.
@@ -495,7 +508,13 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint3
 			args[i] = backend.Value{Text: text}
 		}
 	}
-	res, err := s.srv.cfg.Queue.Invoke(s.ctx, db, call.Func.ID, args)
+	var res *backend.Result
+	var err error
+	if s.batchable(db, call.Func.ID, args) {
+		res, err = s.srv.cfg.Batcher.Invoke(s.ctx, call.Func.ID, args)
+	} else {
+		res, err = s.srv.cfg.Queue.Invoke(s.ctx, db, call.Func.ID, args)
+	}
 	if err != nil {
 		return err
 	}
@@ -516,6 +535,32 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint3
 	out = appendEncoded(out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.Itoa(len(res.Rows)))})
 	s.respond(out)
 	return nil
+}
+
+// batchable reports whether a call may run in a batch on the service pool:
+// the client is not in a transaction block (so nothing needs its
+// connection), the overload is one the batcher runs, and the client's own
+// role may read and update the queue's documents. The last is checked on
+// the client's connection once per queue and remembered until the session
+// forwards any statement of its own (which might change its role).
+func (s *session) batchable(db *upstreamDB, id string, args []backend.Value) bool {
+	b := s.srv.cfg.Batcher
+	if b == nil || byte(s.txStatus.Load()) != 'I' || !b.Batchable(id) || len(args) == 0 || args[0].Null {
+		return false
+	}
+	queue := args[0].Text
+	if ok, known := s.batchOK[queue]; known {
+		return ok
+	}
+	ok, err := s.srv.cfg.Queue.CanBatch(s.ctx, db, queue)
+	if err != nil {
+		return false
+	}
+	if s.batchOK == nil {
+		s.batchOK = make(map[string]bool)
+	}
+	s.batchOK[queue] = ok
+	return ok
 }
 
 // effects hands a call's counter effects on: at once when the call ran in

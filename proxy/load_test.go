@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fetchq/fetchq-proxy/internal/pgtest"
 	"github.com/fetchq/fetchq-proxy/proxy"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -150,7 +151,7 @@ func TestGarbageClientIsolated(t *testing.T) {
 // clients already in are unaffected.
 func TestMaxClients(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *proxy.Config) { c.MaxClients = 3 })
+	b := setup(t, func(c *proxy.Config, _ *pgtest.DB) { c.MaxClients = 3 })
 	var conns []*pgconn.PgConn
 	for range 3 {
 		conns = append(conns, connect(t, b.proxyDSN("", "")))

@@ -54,7 +54,8 @@ type testBundle struct {
 	port int
 }
 
-type setupOpt func(*proxy.Config)
+// setupOpt adjusts the proxy's Config; db is the test's database.
+type setupOpt func(c *proxy.Config, db *pgtest.DB)
 
 // setup starts a proxy on 127.0.0.1:0 in front of a fresh database. The
 // proxy is closed when the test ends.
@@ -65,7 +66,7 @@ func setup(t *testing.T, opts ...setupOpt) *testBundle {
 	require.NoError(t, err)
 	cfg := proxy.Config{Upstream: up, Logger: testLogger(t)}
 	for _, o := range opts {
-		o(&cfg)
+		o(&cfg, db)
 	}
 	srv := proxy.NewServer(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -154,7 +155,7 @@ var rewriter = rewrite.New(1024)
 // setupFetchq starts a proxy that intercepts Fetchq calls.
 func setupFetchq(t *testing.T, opts ...setupOpt) *testBundle {
 	t.Helper()
-	return setup(t, append([]setupOpt{func(c *proxy.Config) {
+	return setup(t, append([]setupOpt{func(c *proxy.Config, _ *pgtest.DB) {
 		c.Rewriter = rewriter
 		c.Queue = backend.New(backend.Config{Logger: c.Logger})
 	}}, opts...)...)
@@ -163,12 +164,20 @@ func setupFetchq(t *testing.T, opts ...setupOpt) *testBundle {
 // setupMaintained starts a Fetchq proxy wired as the command wires it:
 // shared counters and a running maintainer on a service pool.
 func setupMaintained(t *testing.T) (*testBundle, *backend.Maintainer) {
+	b, m, _ := setupFull(t)
+	return b, m
+}
+
+// setupFull is setupMaintained that also returns the Batcher.
+func setupFull(t *testing.T) (*testBundle, *backend.Maintainer, *backend.Batcher) {
 	t.Helper()
 	metrics := backend.NewMetrics()
 	var store *backend.Store
-	b := setup(t, func(c *proxy.Config) {
+	var batcher *backend.Batcher
+	b := setup(t, func(c *proxy.Config, db *pgtest.DB) {
 		store = backend.New(backend.Config{Logger: c.Logger, Metrics: metrics})
-		c.Rewriter, c.Queue, c.Counters = rewriter, store, metrics
+		batcher = backend.NewBatcher(backend.BatcherConfig{Pool: db.Pool(t), Store: store})
+		c.Rewriter, c.Queue, c.Counters, c.Batcher = rewriter, store, metrics, batcher
 	})
 	pool := b.db.Pool(t)
 	m, err := backend.NewMaintainer(backend.MaintainerConfig{
@@ -178,5 +187,5 @@ func setupMaintained(t *testing.T) (*testBundle, *backend.Maintainer) {
 	require.NoError(t, err)
 	require.NoError(t, m.Start(context.Background()))
 	t.Cleanup(m.Stop)
-	return b, m
+	return b, m, batcher
 }

@@ -47,6 +47,11 @@ type Config struct {
 	Rewriter *rewrite.Rewriter
 	Queue    Queue
 
+	// Batcher, when set, runs the autocommit calls it supports for many
+	// sessions together on the service pool (group commit). Nil runs every
+	// call on the client's own connection.
+	Batcher Batcher
+
 	// Counters receives the counter effects of intercepted calls once the
 	// transaction they ran in has committed (never for rolled-back work).
 	// Nil drops them.

@@ -72,6 +72,7 @@ type session struct {
 	portals          map[string]*icPortal // intercepted portals by name
 	discardUntilSync bool                 // after an error the proxy raised in an extended batch
 	msgBuf           []byte               // reused buffer for inspected client messages
+	batchOK          map[string]bool      // queues the client's role may batch on; cleared when it forwards a statement
 
 	// Counter effects of calls made in the client's open transaction,
 	// applied when it commits (see trackTxEnd).
@@ -227,6 +228,11 @@ func (s *session) forward(typ byte, kind reqKind, body []byte) error {
 func (s *session) pushRequest(kind reqKind) {
 	if kind == reqLocal {
 		return
+	}
+	if kind == reqQuery || kind == reqParse {
+		// The client runs SQL of its own (SET ROLE, perhaps): check its
+		// rights again before batching its calls.
+		clear(s.batchOK)
 	}
 	if kind != reqSync && kind != reqQuery {
 		s.partial.Store(true)

@@ -184,7 +184,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--upstream: %w", err)
 	}
-	poolCfg.MaxConns = 4
+	poolCfg.MaxConns = 8
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("service pool: %w", err)
@@ -210,6 +210,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Rewriter:       rewrite.New(o.planCache),
 		Queue:          store,
 		Counters:       metrics,
+		Batcher:        backend.NewBatcher(backend.BatcherConfig{Pool: pool, Store: store}),
 		StartupTimeout: o.startupTimeout,
 		MaxClients:     o.maxClients,
 	}

@@ -1,0 +1,239 @@
+package backend
+
+import (
+	"cmp"
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Group commit.
+//
+// A proxy sees every worker's calls at once. A Batcher coalesces the
+// concurrent autocommit picks of all sessions that target the same queue,
+// version and lock into one statement on the service pool: the leader of a
+// group runs one doc_pick with the sum of the waiting limits and deals the
+// rows back to the waiting calls in pick (priority) order, so each gets what
+// it would have got had the calls run one after the other. There is no
+// timer: a call arriving while a batch runs waits for the next one, which
+// starts as soon as the running batch ends; a lone call runs at once.
+//
+// The Batcher runs with the service pool's rights. The caller must first
+// check that the client's own role may read and update the queue's
+// documents ([Store.CanBatch], on the client's connection), so batching
+// never lends a client rights it does not have.
+
+// BatcherConfig configures a Batcher.
+type BatcherConfig struct {
+	// Pool is the service pool the batches run on. Required.
+	Pool *pgxpool.Pool
+	// Store runs the statements. Required.
+	Store *Store
+	// Timeout bounds one batch statement. Default 30s.
+	Timeout time.Duration
+	// MaxPick caps the documents one pick batch asks for; calls beyond it
+	// wait for the next batch. Default 1000.
+	MaxPick int32
+}
+
+// Batcher coalesces concurrent autocommit calls. It is safe for concurrent
+// use.
+type Batcher struct {
+	cfg BatcherConfig
+	db  DB
+
+	mu    sync.Mutex
+	picks map[pickKey]*pickGroup
+
+	calls, batches atomic.Int64
+}
+
+// Stats returns how many calls the Batcher ran and in how many statements.
+func (b *Batcher) Stats() (calls, batches int64) { return b.calls.Load(), b.batches.Load() }
+
+// NewBatcher returns a Batcher for cfg.
+func NewBatcher(cfg BatcherConfig) *Batcher {
+	cfg.Timeout = cmp.Or(cfg.Timeout, 30*time.Second)
+	cfg.MaxPick = cmp.Or(cfg.MaxPick, 1000)
+	return &Batcher{cfg: cfg, db: PoolDB(cfg.Pool), picks: make(map[pickKey]*pickGroup)}
+}
+
+// batchable lists the overloads a Batcher runs, with the position of the
+// queue argument (always first).
+var batchable = map[string]bool{
+	"doc_pick(varchar,integer,integer,varchar)": true,
+	"doc_pick(varchar,varchar)":                 true,
+	"doc_pick(varchar)":                         true,
+	"doc_pick(varchar,integer)":                 true,
+}
+
+// Batchable reports whether the overload id goes through the Batcher.
+// Its first argument is the queue name.
+func (b *Batcher) Batchable(id string) bool { return batchable[id] }
+
+// pickKey identifies the picks that can share a statement.
+type pickKey struct {
+	queue    string
+	version  int32
+	duration string
+	durNull  bool
+}
+
+type pickGroup struct {
+	running bool
+	waiting []*pickReq
+}
+
+type pickReq struct {
+	limit int32
+	done  chan pickOut
+}
+
+type pickOut struct {
+	rows [][][]byte
+	err  error
+}
+
+// Invoke runs a batchable overload (see Batchable) with its arguments as
+// Store.Invoke takes them, and returns what Store.Invoke would.
+func (b *Batcher) Invoke(ctx context.Context, id string, args []Value) (*Result, error) {
+	o, ok := overloadsByID[id]
+	if !ok || !batchable[id] || len(args) != len(o.args) {
+		return b.cfg.Store.Invoke(ctx, b.db, id, args)
+	}
+	conv := make([]arg, len(args))
+	for i, v := range args {
+		a, err := convertArg(o, i, v)
+		if err != nil {
+			return nil, err
+		}
+		conv[i] = a
+	}
+	key := pickKey{duration: pick5m}
+	limit := int32(1)
+	switch len(conv) {
+	case 4: // (q, version, limit, duration)
+		if conv[1].null || conv[2].null {
+			// NULL version picks nothing, NULL limit means "all": leave
+			// these rare forms to the ordinary path.
+			return b.cfg.Store.Invoke(ctx, b.db, id, args)
+		}
+		key.version, limit = conv[1].i32(), conv[2].i32()
+		key.duration, key.durNull = conv[3].str, conv[3].null
+	case 2:
+		if o.args[1] == argInteger { // (q, limit)
+			if conv[1].null {
+				return b.cfg.Store.Invoke(ctx, b.db, id, args)
+			}
+			limit = conv[1].i32()
+		} else { // (q, duration)
+			key.duration, key.durNull = conv[1].str, conv[1].null
+		}
+	}
+	q, ok := parseQueue(conv[0].str)
+	if conv[0].null || !ok || limit <= 0 || limit > b.cfg.MaxPick {
+		return b.cfg.Store.Invoke(ctx, b.db, id, args)
+	}
+	key.queue = q.name
+
+	rows, err := b.pick(ctx, key, limit)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Columns: o.columns, Rows: rows}
+	if n := int64(len(rows)); n > 0 {
+		res.Effects = make(Effects, 0, 3).add(q.name, MetricPkd, n).add(q.name, MetricAct, n).add(q.name, MetricPnd, -n)
+	}
+	return res, nil
+}
+
+// pick joins the group of key and returns this call's share of its batch.
+func (b *Batcher) pick(ctx context.Context, key pickKey, limit int32) ([][][]byte, error) {
+	req := &pickReq{limit: limit, done: make(chan pickOut, 1)}
+	b.mu.Lock()
+	g := b.picks[key]
+	if g == nil {
+		g = &pickGroup{}
+		b.picks[key] = g
+	}
+	g.waiting = append(g.waiting, req)
+	lead := !g.running
+	g.running = true
+	b.mu.Unlock()
+	if lead {
+		b.runPicks(key, g)
+	}
+	select {
+	case out := <-req.done:
+		return out.rows, out.err
+	case <-ctx.Done():
+		// The batch may still pick documents for this call; like a client
+		// that disconnects after its pick ran, they come back when their
+		// lock expires.
+		return nil, ctx.Err()
+	}
+}
+
+// runPicks runs one batch of the group, deals its rows, and hands the
+// group over to a new goroutine if more calls arrived meanwhile, so the
+// caller that led this batch returns without waiting for the next.
+func (b *Batcher) runPicks(key pickKey, g *pickGroup) {
+	b.mu.Lock()
+	var batch []*pickReq
+	var total int32
+	for len(g.waiting) > 0 && (len(batch) == 0 || total+g.waiting[0].limit <= b.cfg.MaxPick) {
+		batch = append(batch, g.waiting[0])
+		total += g.waiting[0].limit
+		g.waiting = g.waiting[1:]
+	}
+	b.mu.Unlock()
+
+	b.calls.Add(int64(len(batch)))
+	b.batches.Add(1)
+	p := DocPickParams{Queue: key.queue, Version: key.version, Limit: &total}
+	if !key.durNull {
+		p.Duration = &key.duration
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+	rows, _, err := b.cfg.Store.pickRows(ctx, b.db, p)
+	cancel()
+	off := 0
+	for _, r := range batch {
+		n := min(int(r.limit), len(rows)-off)
+		r.done <- pickOut{rows: rows[off : off+n : off+n], err: err}
+		off += n
+	}
+
+	b.mu.Lock()
+	if len(g.waiting) > 0 {
+		b.mu.Unlock()
+		go b.runPicks(key, g)
+		return
+	}
+	g.running = false
+	delete(b.picks, key)
+	b.mu.Unlock()
+}
+
+// CanBatch reports whether the role of db's session may read and update
+// the documents of queue, so that its calls may run on the service pool.
+// It is false for a queue that does not exist (its calls then take the
+// ordinary path and give the extension's answer).
+func (s *Store) CanBatch(ctx context.Context, db DB, queue string) (bool, error) {
+	q, ok := parseQueue(queue)
+	if !ok {
+		return false, nil
+	}
+	var allowed bool
+	_, err := db.Query(ctx, "SELECT coalesce(has_table_privilege(c.oid, 'SELECT, UPDATE'), false)"+
+		" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"+
+		" WHERE n.nspname = $1::text AND c.relname = $2::text",
+		[]any{dataSchema, q.name + "__docs"}, func(row [][]byte) error {
+			allowed = textBool(row[0])
+			return nil
+		})
+	return allowed, err
+}
