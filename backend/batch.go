@@ -3,6 +3,7 @@ package backend
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,8 +46,9 @@ type Batcher struct {
 	cfg BatcherConfig
 	db  DB
 
-	mu    sync.Mutex
-	picks map[pickKey]*pickGroup
+	mu       sync.Mutex
+	picks    map[pickKey]*pickGroup
+	resolves map[resolveKey]*resolveGroup
 
 	calls, batches atomic.Int64
 }
@@ -58,7 +60,11 @@ func (b *Batcher) Stats() (calls, batches int64) { return b.calls.Load(), b.batc
 func NewBatcher(cfg BatcherConfig) *Batcher {
 	cfg.Timeout = cmp.Or(cfg.Timeout, 30*time.Second)
 	cfg.MaxPick = cmp.Or(cfg.MaxPick, 1000)
-	return &Batcher{cfg: cfg, db: PoolDB(cfg.Pool), picks: make(map[pickKey]*pickGroup)}
+	return &Batcher{
+		cfg: cfg, db: PoolDB(cfg.Pool),
+		picks:    make(map[pickKey]*pickGroup),
+		resolves: make(map[resolveKey]*resolveGroup),
+	}
 }
 
 // batchable lists the overloads a Batcher runs, with the position of the
@@ -68,6 +74,10 @@ var batchable = map[string]bool{
 	"doc_pick(varchar,varchar)":                 true,
 	"doc_pick(varchar)":                         true,
 	"doc_pick(varchar,integer)":                 true,
+	"doc_complete(varchar,varchar)":             true,
+	"doc_complete(varchar,varchar,jsonb)":       true,
+	"doc_kill(varchar,varchar)":                 true,
+	"doc_kill(varchar,varchar,jsonb)":           true,
 }
 
 // Batchable reports whether the overload id goes through the Batcher.
@@ -111,6 +121,9 @@ func (b *Batcher) Invoke(ctx context.Context, id string, args []Value) (*Result,
 			return nil, err
 		}
 		conv[i] = a
+	}
+	if o.name != "doc_pick" {
+		return b.invokeResolve(ctx, id, o, conv, args)
 	}
 	key := pickKey{duration: pick5m}
 	limit := int32(1)
@@ -236,4 +249,151 @@ func (s *Store) CanBatch(ctx context.Context, db DB, queue string) (bool, error)
 			return nil
 		})
 	return allowed, err
+}
+
+// Completes and kills.
+//
+// The concurrent doc_complete (or doc_kill) calls of a queue become one
+// UPDATE over a JSON list of (subject, payload) pairs. A subject named by
+// several calls of one batch is resolved by the first of them; the others
+// get 0, as they would have, running after it, alone.
+
+type resolveKey struct {
+	queue string
+	kill  bool
+}
+
+type resolveGroup struct {
+	running bool
+	waiting []*resolveReq
+}
+
+type resolveReq struct {
+	subject string
+	payload *string // de-doubled JSON, nil for the two-argument form
+	done    chan resolveOut
+}
+
+type resolveOut struct {
+	affected int32
+	err      error
+}
+
+// resolveItem is one element of the JSON list a resolve batch sends.
+type resolveItem struct {
+	Subject string          `json:"s"`
+	Payload json.RawMessage `json:"p,omitempty"`
+	Has     bool            `json:"h"`
+}
+
+func (b *Batcher) invokeResolve(ctx context.Context, id string, o *overload, conv []arg, args []Value) (*Result, error) {
+	q, ok := parseQueue(conv[0].str)
+	if conv[0].null || conv[1].null || !ok || (len(conv) == 3 && conv[2].null) {
+		return b.cfg.Store.Invoke(ctx, b.db, id, args)
+	}
+	req := &resolveReq{subject: conv[1].str, done: make(chan resolveOut, 1)}
+	if len(conv) == 3 {
+		payload, err := jsonArg(conv[2].str)
+		if err != nil {
+			return nil, err
+		}
+		req.payload = &payload
+	}
+	kill := o.name == "doc_kill"
+	key := resolveKey{queue: q.name, kill: kill}
+
+	b.mu.Lock()
+	g := b.resolves[key]
+	if g == nil {
+		g = &resolveGroup{}
+		b.resolves[key] = g
+	}
+	g.waiting = append(g.waiting, req)
+	lead := !g.running
+	g.running = true
+	b.mu.Unlock()
+	if lead {
+		b.runResolves(key, g)
+	}
+	var out resolveOut
+	select {
+	case out = <-req.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if out.err != nil {
+		if b.cfg.Store.swallow(ctx, o.name, out.err) {
+			return &Result{Columns: o.columns, Rows: [][][]byte{{nil}}}, nil
+		}
+		return nil, out.err
+	}
+	res := &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(out.affected)}}}
+	if out.affected > 0 {
+		metric := MetricCpl
+		if kill {
+			metric = MetricKll
+		}
+		res.Effects = make(Effects, 0, 3).add(q.name, MetricPrc, 1).add(q.name, metric, 1).add(q.name, MetricAct, -1)
+	}
+	return res, nil
+}
+
+// runResolves runs one batch of completes or kills and deals the outcome.
+func (b *Batcher) runResolves(key resolveKey, g *resolveGroup) {
+	b.mu.Lock()
+	n := min(len(g.waiting), int(b.cfg.MaxPick))
+	batch := g.waiting[:n:n]
+	g.waiting = g.waiting[n:]
+	b.mu.Unlock()
+	b.calls.Add(int64(len(batch)))
+	b.batches.Add(1)
+
+	items := make([]resolveItem, 0, len(batch))
+	first := make(map[string]int, len(batch)) // subject -> index of the call that resolves it
+	for i, r := range batch {
+		if _, dup := first[r.subject]; dup {
+			continue
+		}
+		first[r.subject] = i
+		it := resolveItem{Subject: r.subject}
+		if r.payload != nil {
+			it.Payload, it.Has = json.RawMessage(*r.payload), true
+		}
+		items = append(items, it)
+	}
+	list, err := json.Marshal(items)
+	set := "status = 3, attempts = 0, iterations = d.iterations + 1, last_iteration = now(), next_iteration = '2970-01-01 00:00:00+00'"
+	if key.kill {
+		set = "status = -1, attempts = 0, iterations = d.iterations + 1, last_iteration = now()"
+	}
+	q := queue{name: key.queue}
+	sql := "UPDATE " + q.docs() + " d SET " + set + ", payload = CASE WHEN v.h THEN v.p ELSE d.payload END" +
+		" FROM jsonb_to_recordset($1::jsonb) AS v(s text, p jsonb, h boolean)" +
+		" WHERE d.subject = v.s AND d.status = 2 RETURNING d.subject"
+	done := make(map[string]bool, len(items))
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+		_, err = b.db.Query(ctx, sql, []any{string(list)}, func(row [][]byte) error {
+			done[string(row[0])] = true
+			return nil
+		})
+		cancel()
+	}
+	for i, r := range batch {
+		out := resolveOut{err: err}
+		if err == nil && first[r.subject] == i && done[r.subject] {
+			out.affected = 1
+		}
+		r.done <- out
+	}
+
+	b.mu.Lock()
+	if len(g.waiting) > 0 {
+		b.mu.Unlock()
+		go b.runResolves(key, g)
+		return
+	}
+	g.running = false
+	delete(b.resolves, key)
+	b.mu.Unlock()
 }

@@ -37,7 +37,8 @@ func fetchqConn(t *testing.T, b *testBundle, queues ...string) *pgx.Conn {
 }
 
 // TestConcurrentPickersNeverShare: 32 workers pick one document at a time
-// from 10,000; every document is picked exactly once.
+// from 10,000 and complete it; every document is picked exactly once and
+// completed once, on the clients' own connections and with group commit.
 func TestConcurrentPickersNeverShare(t *testing.T) {
 	t.Parallel()
 	t.Run("own connection", func(t *testing.T) {
@@ -49,8 +50,8 @@ func TestConcurrentPickersNeverShare(t *testing.T) {
 		b, _, batcher := setupFull(t)
 		concurrentPickers(t, b)
 		calls, batches := batcher.Stats()
-		t.Logf("group commit: %d picks in %d statements", calls, batches)
-		require.GreaterOrEqual(t, calls, int64(10000))
+		t.Logf("group commit: %d picks and completes in %d statements", calls, batches)
+		require.GreaterOrEqual(t, calls, int64(20000))
 		require.Less(t, batches, calls, "concurrent picks were never coalesced")
 	})
 }
@@ -104,6 +105,13 @@ func concurrentPickers(t *testing.T, b *testBundle) {
 					picked[s]++
 				}
 				mu.Unlock()
+				for _, s := range subjects {
+					var affected int
+					if err := c.QueryRow(ctx, "SELECT * FROM fetchq.doc_complete('work', $1, '{\"done\": true}')", mode, s).Scan(&affected); err != nil || affected != 1 {
+						errs <- fmt.Errorf("completing %s: affected %d, %v", s, affected, err)
+						return
+					}
+				}
 			}
 		}()
 	}
@@ -116,9 +124,9 @@ func concurrentPickers(t *testing.T, b *testBundle) {
 	for s, c := range picked {
 		require.Equal(t, 1, c, "document %s picked %d times", s, c)
 	}
-	var active int
-	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.work__docs WHERE status = 2 AND attempts = 1").Scan(&active))
-	require.Equal(t, docs, active)
+	var completed int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.work__docs WHERE status = 3 AND iterations = 1 AND payload = '{\"done\": true}'").Scan(&completed))
+	require.Equal(t, docs, completed)
 }
 
 // TestTransactionsIncludeCalls: calls inside a client transaction commit or
