@@ -149,7 +149,6 @@ func (s *session) readClient() error {
 			kind = reqQuery
 		case 'S':
 			kind = reqSync
-			s.partial.Store(false)
 		case 'P':
 			kind = reqParse
 		case 'B':
@@ -234,7 +233,9 @@ func (s *session) pushRequest(kind reqKind) {
 		// rights again before batching its calls.
 		clear(s.batchOK)
 	}
-	if kind != reqSync && kind != reqQuery {
+	if kind == reqSync {
+		s.partial.Store(false)
+	} else if kind != reqQuery {
 		s.partial.Store(true)
 	}
 	s.q.push(request{kind: kind})
@@ -267,6 +268,14 @@ func (s *session) inspectClient(typ byte, n int) (bool, error) {
 			// The batch's implicit transaction ends here, and with it
 			// every portal, as in Postgres.
 			clear(s.portals)
+		}
+		if !s.partial.Load() && s.q.len() == 0 {
+			// Nothing was forwarded since the last Sync and nothing is
+			// in flight: the upstream sits at a Sync boundary in the
+			// state its last ReadyForQuery reported, so the proxy answers
+			// this Sync itself and spares a round trip.
+			s.respondReady()
+			return true, nil
 		}
 		return false, nil
 	}
