@@ -74,18 +74,31 @@ func (m *msgReader) header() (typ byte, n int, err error) {
 }
 
 // body reads a whole body of n bytes into buf (reusing its capacity) and
-// returns it. Callers bound n first.
+// returns it. Memory grows with the bytes actually received, not with the
+// length a header claims: a client announcing a 1 GB message and sending
+// nothing costs at most growStep.
 func (m *msgReader) body(buf []byte, n int) ([]byte, error) {
-	if cap(buf) < n {
-		buf = make([]byte, n)
+	buf = buf[:0]
+	for have := 0; have < n; {
+		want := min(n, have+growStep)
+		if cap(buf) < want {
+			buf = append(buf[:cap(buf)], make([]byte, want-cap(buf))...)
+		}
+		k, err := io.ReadFull(m.r, buf[have:want])
+		have += k
+		buf = buf[:have]
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return buf, err
+		}
 	}
-	buf = buf[:n]
-	_, err := io.ReadFull(m.r, buf)
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return buf, err
+	return buf, nil
 }
+
+// growStep bounds how far a message buffer grows ahead of the data.
+const growStep = 1 << 20
 
 // next reads one whole message of at most limit bytes.
 func (m *msgReader) next(buf []byte, limit int) (typ byte, body []byte, err error) {

@@ -143,6 +143,11 @@ func (s *session) readClient() error {
 		if err != nil {
 			return s.clientReadFailed(err)
 		}
+		if n > maxSmallMessageLen && !largeMessage(typ) {
+			// As Postgres: only a few message types may be long; a
+			// Sync claiming 100 KB is refused without waiting for it.
+			return s.fail(&protocolError{msg: fmt.Sprintf("invalid message length %d for message type %q", n, typ)})
+		}
 		var kind reqKind
 		switch typ {
 		case 'Q':
@@ -239,6 +244,20 @@ func (s *session) pushRequest(kind reqKind) {
 		s.partial.Store(true)
 	}
 	s.q.push(request{kind: kind})
+}
+
+// maxSmallMessageLen is Postgres' PQ_SMALL_MESSAGE_LIMIT: the longest body
+// of any client message but the few in largeMessage.
+const maxSmallMessageLen = 10000
+
+// largeMessage reports the client message types that may be up to 1 GB
+// long (Postgres' PQ_LARGE_MESSAGE_LIMIT).
+func largeMessage(typ byte) bool {
+	switch typ {
+	case 'Q', 'P', 'B', 'd', 'F':
+		return true
+	}
+	return false
 }
 
 // inspected reports whether a client message may be one the proxy answers
