@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fetchq/fetchq-proxy/rewrite"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -252,9 +254,24 @@ func parseTimestamptz(s string) (time.Time, error) {
 	return time.Time{}, &Error{Code: "0A000", Message: "binary timestamptz results need DateStyle ISO; request text format or SET DateStyle = ISO"}
 }
 
+// checkText refuses what Postgres' UTF8 input refuses in a bound text
+// value: a NUL byte or an invalid byte sequence (22021).
+func checkText(v []byte) error {
+	if i := bytes.IndexByte(v, 0); i >= 0 {
+		return &Error{Code: "22021", Message: `invalid byte sequence for encoding "UTF8": 0x00`}
+	}
+	if !utf8.Valid(v) {
+		return &Error{Code: "22021", Message: `invalid byte sequence for encoding "UTF8"`}
+	}
+	return nil
+}
+
 // paramText converts a bound parameter to text for the backend.
 func paramText(v []byte, format int16, oid uint32) (string, error) {
 	if format == 0 {
+		if err := checkText(v); err != nil {
+			return "", err
+		}
 		return string(v), nil
 	}
 	bad := func() (string, error) {
@@ -285,10 +302,16 @@ func paramText(v []byte, format int16, oid uint32) (string, error) {
 		}
 		return strconv.FormatInt(int64(binary.BigEndian.Uint64(v)), 10), nil
 	case oidText, oidVarchar, oidBPChar, oidJSON, oidUnknown, 0:
+		if err := checkText(v); err != nil {
+			return "", err
+		}
 		return string(v), nil
 	case oidJSONB:
 		if len(v) < 1 || v[0] != 1 {
 			return bad()
+		}
+		if err := checkText(v[1:]); err != nil {
+			return "", err
 		}
 		return string(v[1:]), nil
 	case oidTimestamptz, oidTimestamp:
