@@ -188,7 +188,17 @@ func (s *session) simpleQuery(text string) (bool, error) {
 		// Postgres reports its own syntax errors, with their positions.
 		return false, nil
 	}
-	<-s.q.waitEmpty()
+	// Everything the client sent before this text must be answered first
+	// (it may have pipelined several Query messages): send what is still
+	// buffered, and wait.
+	if err := s.up.w.Flush(); err != nil {
+		return true, err
+	}
+	select {
+	case <-s.q.waitEmpty():
+	case <-s.ctx.Done():
+		return true, s.ctx.Err()
+	}
 	if plan == nil {
 		s.respondError(err)
 		s.respondReady()
@@ -449,7 +459,11 @@ func (s *session) execute(p *icPortal) error {
 		if err := s.up.w.Flush(); err != nil {
 			return err
 		}
-		<-s.q.waitEmpty()
+		select {
+		case <-s.q.waitEmpty():
+		case <-s.ctx.Done():
+			return s.ctx.Err()
+		}
 	}
 	if s.batchFailed.Load() {
 		// An earlier request of this batch failed: Postgres skips the
