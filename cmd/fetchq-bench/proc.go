@@ -312,3 +312,121 @@ func waitTCP(ctx context.Context, p *process, addr string, timeout time.Duration
 		}
 	}
 }
+
+// systemCPU returns the busy and total CPU time of all CPUs so far, in
+// USER_HZ ticks, from the "cpu" line of /proc/stat (idle and iowait are not
+// busy; guest time is already counted in user time).
+func systemCPU() (busy, total int64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, 0, errors.New("malformed /proc/stat")
+	}
+	for i, v := range f[1:min(len(f), 9)] { // user .. steal
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("malformed /proc/stat: %w", err)
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total, nil
+}
+
+// treeCPU returns the user+system CPU time, in USER_HZ ticks, of this
+// process and each of its descendants alive now (the benchmark, Postgres
+// and its backends, the proxy, PgBouncer, pgbench), by pid.
+func treeCPU() map[int]int64 {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	type proc struct {
+		ppid  int
+		ticks int64
+	}
+	procs := map[int]proc{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		procs[pid] = proc{ppid, ut + st}
+	}
+	self := os.Getpid()
+	ours := func(pid int) bool {
+		for range 64 { // bounded walk up the tree
+			if pid == self {
+				return true
+			}
+			p, ok := procs[pid]
+			if !ok || pid <= 1 {
+				return false
+			}
+			pid = p.ppid
+		}
+		return false
+	}
+	out := map[int]int64{}
+	for pid, p := range procs {
+		if ours(pid) {
+			out[pid] = p.ticks
+		}
+	}
+	return out
+}
+
+// treeDelta is the CPU our processes used between two treeCPU snapshots:
+// the growth of those in both, and all of those that started in between.
+// Processes that exited in between (the backends of the previous
+// measurement's clients) are left out, not subtracted.
+func treeDelta(before, after map[int]int64) int64 {
+	var d int64
+	for pid, t1 := range after {
+		t0, ok := before[pid]
+		if ok && t1 >= t0 {
+			d += t1 - t0
+		} else if !ok {
+			d += t1
+		}
+	}
+	return d
+}
+
+// otherCPU returns the share of all CPUs' time, in percent, that processes
+// other than this benchmark and its children used during window; -1 if
+// /proc cannot tell. Measured just before a measurement, it shows how
+// contested the machine was.
+func otherCPU(window time.Duration) float64 {
+	b0, t0, err0 := systemCPU()
+	o0 := treeCPU()
+	time.Sleep(window)
+	b1, t1, err1 := systemCPU()
+	o1 := treeCPU()
+	if err0 != nil || err1 != nil || t1 <= t0 {
+		return -1
+	}
+	other := (b1 - b0) - treeDelta(o0, o1)
+	return min(100, max(0, float64(other)/float64(t1-t0)*100))
+}
