@@ -10,6 +10,7 @@ import (
 
 	"github.com/fetchq/fetchq-proxy/backend"
 	"github.com/fetchq/fetchq-proxy/rewrite"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -198,6 +199,11 @@ func (s *session) simpleQuery(text string) (bool, error) {
 	case <-s.q.waitEmpty():
 	case <-s.ctx.Done():
 		return true, s.ctx.Err()
+	}
+	if s.batchFailed.Load() {
+		// An earlier extended-protocol message failed: Postgres ignores
+		// this Query up to the next Sync, and so does the proxy.
+		return true, nil
 	}
 	if plan == nil {
 		s.respondError(err)
@@ -530,7 +536,7 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint3
 		res, err = s.srv.cfg.Queue.Invoke(s.ctx, db, call.Func.ID, args)
 	}
 	if err != nil {
-		return err
+		return internalErrorForClient(err)
 	}
 	s.effects(res.Effects)
 	var out []byte
@@ -630,6 +636,19 @@ func (s *session) trackTxEnd(typ byte, body []byte) {
 			s.endTx(committed)
 		}
 	}
+}
+
+// internalErrorForClient strips from a Postgres error raised by the
+// proxy's own SQL what points into that SQL (position, internal query,
+// context): the client must see its error, never the proxy's statements.
+func internalErrorForClient(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	c := *pgErr
+	c.Position, c.InternalPosition, c.InternalQuery, c.Where = 0, 0, "", ""
+	return &c
 }
 
 func encodeMsgs(msgs ...encoder) []byte {

@@ -127,3 +127,15 @@ func (q *respQueue) waitEmpty() <-chan struct{} {
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// hasSync reports whether a forwarded Sync is still awaiting its answer.
+func (q *respQueue) hasSync() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, r := range q.items[q.head:] {
+		if r.kind == reqSync && r.capture == nil {
+			return true
+		}
+	}
+	return false
+}

@@ -179,6 +179,16 @@ func (s *session) readClient() error {
 		default:
 			return s.fail(&protocolError{msg: fmt.Sprintf("invalid frontend message type %d", typ)})
 		}
+		if typ == 'Q' && s.batchFailed.Load() && !s.q.hasSync() {
+			// The upstream skips everything up to Sync after an error in
+			// an extended-protocol batch, Query messages included: so
+			// does the proxy, rather than wait for an answer that never
+			// comes.
+			if _, err := s.cr.r.Discard(n); err != nil {
+				return s.clientReadFailed(err)
+			}
+			continue
+		}
 		if s.discardUntilSync && typ != 'S' {
 			// After an error the proxy raised in an extended batch,
 			// Postgres' rule: discard everything up to Sync.
