@@ -326,6 +326,8 @@ func (r *report) printIdle(w io.Writer) {
 	for _, n := range r.b.o.idleConns {
 		c := cell{Workload: "W5", Target: tProxy, Conns: n}
 		var before, after, measured, sys []float64
+		var perRep []string
+		note := ""
 		for _, s := range r.byKey[c.key()] {
 			if s.Measured > 0 {
 				before = append(before, float64(s.RSSBefore))
@@ -333,9 +335,14 @@ func (r *report) printIdle(w io.Writer) {
 				measured = append(measured, float64(s.Measured))
 				sys = append(sys, s.SysPerMB)
 			}
-			if s.Note != "" && !slices.Contains(notes, s.Note) {
-				notes = append(notes, s.Note)
+			perRep = append(perRep, fmtNum(float64(s.Measured)))
+			if s.Note != "" {
+				_, note, _ = strings.Cut(s.Note, "limited by ")
 			}
+		}
+		if note != "" {
+			notes = append(notes, fmt.Sprintf("%s asked, %s measured (by repetition): limited by %s",
+				fmtNum(float64(n)), strings.Join(perRep, " / "), note))
 		}
 		row := []string{fmtNum(float64(n)), fmtNum(median(measured)),
 			fmtBytesF(median(before)), fmtBytesF(median(after)), fmtFloat(r.median(c), 1)}
@@ -370,6 +377,10 @@ func (r *report) goals() []goal {
 			g.Measured, g.Verdict = "-", "no data"
 		default:
 			g.Ratio, g.Measured, g.Verdict = x, fmtRatio(x), verdict(x >= want)
+			if x < want && g.Measured == fmtRatio(want) {
+				// 0.997x would print as 1.00x next to a MISS.
+				g.Measured = strconv.FormatFloat(x, 'f', 3, 64) + "x"
+			}
 		}
 		out = append(out, g)
 	}
