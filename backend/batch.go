@@ -47,8 +47,8 @@ type Batcher struct {
 	db  DB
 
 	mu       sync.Mutex
-	picks    map[pickKey]*pickGroup
-	resolves map[resolveKey]*resolveGroup
+	picks    map[pickKey]*group[*pickReq]
+	resolves map[resolveKey]*group[*resolveReq]
 
 	calls, batches atomic.Int64
 }
@@ -62,8 +62,8 @@ func NewBatcher(cfg BatcherConfig) *Batcher {
 	cfg.MaxPick = cmp.Or(cfg.MaxPick, 1000)
 	return &Batcher{
 		cfg: cfg, db: PoolDB(cfg.Pool),
-		picks:    make(map[pickKey]*pickGroup),
-		resolves: make(map[resolveKey]*resolveGroup),
+		picks:    make(map[pickKey]*group[*pickReq]),
+		resolves: make(map[resolveKey]*group[*resolveReq]),
 	}
 }
 
@@ -92,9 +92,41 @@ type pickKey struct {
 	durNull  bool
 }
 
-type pickGroup struct {
+// group holds the calls of one batch key: the first call leads (runs the
+// batch), calls arriving meanwhile wait for the next batch. No timer.
+type group[R any] struct {
 	running bool
-	waiting []*pickReq
+	waiting []R
+}
+
+// join queues r in the group of key and reports whether the caller must
+// lead the next batch.
+func join[K comparable, R any](mu *sync.Mutex, groups map[K]*group[R], key K, r R) (g *group[R], lead bool) {
+	mu.Lock()
+	defer mu.Unlock()
+	g = groups[key]
+	if g == nil {
+		g = &group[R]{}
+		groups[key] = g
+	}
+	g.waiting = append(g.waiting, r)
+	lead = !g.running
+	g.running = true
+	return g, lead
+}
+
+// handOff ends a batch: when more calls arrived meanwhile, next runs the
+// following batch on a new goroutine, so the caller that led this one
+// returns without waiting; else the group is dropped.
+func handOff[K comparable, R any](mu *sync.Mutex, groups map[K]*group[R], key K, g *group[R], next func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	if len(g.waiting) > 0 {
+		go next()
+		return
+	}
+	g.running = false
+	delete(groups, key)
 }
 
 type pickReq struct {
@@ -166,16 +198,7 @@ func (b *Batcher) Invoke(ctx context.Context, id string, args []Value) (*Result,
 // pick joins the group of key and returns this call's share of its batch.
 func (b *Batcher) pick(ctx context.Context, key pickKey, limit int32) ([][][]byte, error) {
 	req := &pickReq{limit: limit, done: make(chan pickOut, 1)}
-	b.mu.Lock()
-	g := b.picks[key]
-	if g == nil {
-		g = &pickGroup{}
-		b.picks[key] = g
-	}
-	g.waiting = append(g.waiting, req)
-	lead := !g.running
-	g.running = true
-	b.mu.Unlock()
+	g, lead := join(&b.mu, b.picks, key, req)
 	if lead {
 		b.runPicks(key, g)
 	}
@@ -190,10 +213,8 @@ func (b *Batcher) pick(ctx context.Context, key pickKey, limit int32) ([][][]byt
 	}
 }
 
-// runPicks runs one batch of the group, deals its rows, and hands the
-// group over to a new goroutine if more calls arrived meanwhile, so the
-// caller that led this batch returns without waiting for the next.
-func (b *Batcher) runPicks(key pickKey, g *pickGroup) {
+// runPicks runs one batch of the group and deals its rows.
+func (b *Batcher) runPicks(key pickKey, g *group[*pickReq]) {
 	b.mu.Lock()
 	var batch []*pickReq
 	var total int32
@@ -219,16 +240,7 @@ func (b *Batcher) runPicks(key pickKey, g *pickGroup) {
 		r.done <- pickOut{rows: rows[off : off+n : off+n], err: err}
 		off += n
 	}
-
-	b.mu.Lock()
-	if len(g.waiting) > 0 {
-		b.mu.Unlock()
-		go b.runPicks(key, g)
-		return
-	}
-	g.running = false
-	delete(b.picks, key)
-	b.mu.Unlock()
+	handOff(&b.mu, b.picks, key, g, func() { b.runPicks(key, g) })
 }
 
 // CanBatch reports whether the role of db's session may read and update
@@ -261,11 +273,6 @@ func (s *Store) CanBatch(ctx context.Context, db DB, queue string) (bool, error)
 type resolveKey struct {
 	queue string
 	kill  bool
-}
-
-type resolveGroup struct {
-	running bool
-	waiting []*resolveReq
 }
 
 type resolveReq struct {
@@ -302,16 +309,7 @@ func (b *Batcher) invokeResolve(ctx context.Context, id string, o *overload, con
 	kill := o.name == "doc_kill"
 	key := resolveKey{queue: q.name, kill: kill}
 
-	b.mu.Lock()
-	g := b.resolves[key]
-	if g == nil {
-		g = &resolveGroup{}
-		b.resolves[key] = g
-	}
-	g.waiting = append(g.waiting, req)
-	lead := !g.running
-	g.running = true
-	b.mu.Unlock()
+	g, lead := join(&b.mu, b.resolves, key, req)
 	if lead {
 		b.runResolves(key, g)
 	}
@@ -339,7 +337,7 @@ func (b *Batcher) invokeResolve(ctx context.Context, id string, o *overload, con
 }
 
 // runResolves runs one batch of completes or kills and deals the outcome.
-func (b *Batcher) runResolves(key resolveKey, g *resolveGroup) {
+func (b *Batcher) runResolves(key resolveKey, g *group[*resolveReq]) {
 	b.mu.Lock()
 	n := min(len(g.waiting), int(b.cfg.MaxPick))
 	batch := g.waiting[:n:n]
@@ -386,14 +384,5 @@ func (b *Batcher) runResolves(key resolveKey, g *resolveGroup) {
 		}
 		r.done <- out
 	}
-
-	b.mu.Lock()
-	if len(g.waiting) > 0 {
-		b.mu.Unlock()
-		go b.runResolves(key, g)
-		return
-	}
-	g.running = false
-	delete(b.resolves, key)
-	b.mu.Unlock()
+	handOff(&b.mu, b.resolves, key, g, func() { b.runResolves(key, g) })
 }
