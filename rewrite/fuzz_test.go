@@ -19,9 +19,9 @@ import (
 const fuzzCorpusDir = "../testdata/fuzz/FuzzRewrite"
 
 // FuzzRewrite checks that Rewrite never panics, that its errors are
-// *Error values, and that every call it plans renders, through
-// (*Call).SQL, to a statement that plans to the same overload and
-// arguments.
+// *Error values, that every call it plans renders, through (*Call).SQL,
+// to a statement that plans to the same overload and arguments, and that
+// the shape cache gives every text the plan a full parse gives it.
 func FuzzRewrite(f *testing.F) {
 	for _, sql := range goldenInputs(f) {
 		f.Add(sql)
@@ -31,6 +31,7 @@ func FuzzRewrite(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, sql string) {
 		checkRoundTrip(t, sql)
+		checkShape(t, sql)
 	})
 }
 

@@ -15,53 +15,58 @@ type cacheKey struct {
 
 // cacheEntry is one cached rewrite result. Plan and err are immutable.
 type cacheEntry struct {
-	key  cacheKey
 	plan *Plan
 	err  error
 }
 
-// lru is a fixed-size least-recently-used cache of rewrite results, safe
-// for concurrent use. A hit costs one map lookup and one list move under a
-// mutex, and allocates nothing.
-type lru struct {
+// lru is a fixed-size least-recently-used cache, safe for concurrent use:
+// plans by text, and shapes by shape key. A hit costs one map lookup and
+// one list move under a mutex, and allocates nothing.
+type lru[K comparable, V any] struct {
 	mu    sync.Mutex
 	size  int
-	ll    *list.List // front = most recently used; values are *cacheEntry
-	items map[cacheKey]*list.Element
+	ll    *list.List // front = most recently used; values are *lruItem[K, V]
+	items map[K]*list.Element
 }
 
-func newLRU(size int) *lru {
-	return &lru{size: size, ll: list.New(), items: make(map[cacheKey]*list.Element, size)}
+type lruItem[K comparable, V any] struct {
+	key K
+	val V
 }
 
-func (c *lru) get(k cacheKey) (*cacheEntry, bool) {
+func newLRU[K comparable, V any](size int) *lru[K, V] {
+	return &lru[K, V]{size: size, ll: list.New(), items: make(map[K]*list.Element, size)}
+}
+
+func (c *lru[K, V]) get(k K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[k]
 	if !ok {
-		return nil, false
+		var zero V
+		return zero, false
 	}
 	c.ll.MoveToFront(el)
-	return el.Value.(*cacheEntry), true
+	return el.Value.(*lruItem[K, V]).val, true
 }
 
-func (c *lru) add(e *cacheEntry) {
+func (c *lru[K, V]) add(k K, v V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.items[e.key]; ok {
-		// Another goroutine rewrote the same text meanwhile: keep one.
+	if el, ok := c.items[k]; ok {
+		// Another goroutine computed the same entry meanwhile: keep one.
 		c.ll.MoveToFront(el)
 		return
 	}
-	c.items[e.key] = c.ll.PushFront(e)
+	c.items[k] = c.ll.PushFront(&lruItem[K, V]{key: k, val: v})
 	for c.ll.Len() > c.size {
 		old := c.ll.Back()
 		c.ll.Remove(old)
-		delete(c.items, old.Value.(*cacheEntry).key)
+		delete(c.items, old.Value.(*lruItem[K, V]).key)
 	}
 }
 
-func (c *lru) len() int {
+func (c *lru[K, V]) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.ll.Len()

@@ -25,7 +25,9 @@ var passthrough = &Plan{}
 // by any number of sessions; it keeps an LRU cache of plans keyed by text,
 // since parsing goes through cgo.
 type Rewriter struct {
-	cache *lru // nil: no caching
+	cache  *lru[cacheKey, cacheEntry] // nil: no caching
+	shapes *lru[string, *shapeEntry]  // nil: no caching (see shape.go)
+	stats  shapeStats
 }
 
 // New returns a Rewriter that caches the plans (and errors) of up to
@@ -33,7 +35,8 @@ type Rewriter struct {
 func New(cacheSize int) *Rewriter {
 	r := &Rewriter{}
 	if cacheSize > 0 {
-		r.cache = newLRU(cacheSize)
+		r.cache = newLRU[cacheKey, cacheEntry](cacheSize)
+		r.shapes = newLRU[string, *shapeEntry](cacheSize)
 	}
 	return r
 }
@@ -111,9 +114,30 @@ func (r *Rewriter) rewrite(ctx context.Context, key cacheKey, paramTypes []uint3
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if r.shapes != nil && paramTypes == nil && len(key.sql) <= maxCachedLen && checkEncoding(key.sql) == nil {
+		if skey, lits, ok := scanShape(key.sql); ok {
+			e, found := r.shapes.get(skey)
+			if found && e.template != nil {
+				r.stats.hits.Add(1)
+				return e.instantiate(key.sql, lits), nil
+			}
+			if !found {
+				plan, err := analyze(key.sql, nil)
+				e := buildShape(key.sql, lits, plan, err)
+				if e.template != nil {
+					r.stats.admitted.Add(1)
+				} else {
+					r.stats.refused.Add(1)
+				}
+				r.shapes.add(skey, e)
+				r.cache.add(key, cacheEntry{plan: plan, err: err})
+				return plan, err
+			}
+		}
+	}
 	plan, err := analyze(key.sql, paramTypes)
 	if r.cache != nil && len(key.sql) <= maxCachedLen {
-		r.cache.add(&cacheEntry{key: key, plan: plan, err: err})
+		r.cache.add(key, cacheEntry{plan: plan, err: err})
 	}
 	return plan, err
 }

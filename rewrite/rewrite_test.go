@@ -695,8 +695,10 @@ func TestCache(t *testing.T) {
 	ctx := context.Background()
 	r := New(2)
 	a := "SELECT * FROM fetchq.doc_pick('a')"
-	b := "SELECT * FROM fetchq.doc_pick('b')"
-	c := "SELECT * FROM fetchq.doc_pick('c')"
+	// Three shapes: texts of one shape would share a shape entry instead
+	// (TestShapeCache).
+	b := "SELECT * FROM fetchq.doc_pick('b', 2)"
+	c := "SELECT * FROM fetchq.queue_drop('c')"
 	pa, err := r.Rewrite(ctx, a)
 	require.NoError(t, err)
 	pa2, err := r.Rewrite(ctx, a)
