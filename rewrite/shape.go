@@ -147,7 +147,7 @@ func decimalInt(raw string) (string, bool) {
 
 // plainString decodes a '...' literal whose only escape is a doubled quote
 // (standard_conforming_strings, as the parser assumes). Literals continued
-// over a newline ('a'\n'b'), E'', U&'', B'', X'' and dollar quoting are not
+// over a newline ('a'\n'b'), E”, U&”, B”, X” and dollar quoting are not
 // plain.
 func plainString(raw string) (string, bool) {
 	if len(raw) < 2 || raw[0] != '\'' || raw[len(raw)-1] != '\'' {
