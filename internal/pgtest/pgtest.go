@@ -150,6 +150,13 @@ func MainWith(m *testing.M, opts Options) {
 	os.Exit(run(m, opts))
 }
 
+// Run is [MainWith] that returns the exit status instead of exiting, for a
+// TestMain that has its own clean-up to do afterwards (e.g. removing a binary
+// it built for the tests).
+func Run(m *testing.M, opts Options) int {
+	return run(m, opts)
+}
+
 func run(m *testing.M, opts Options) int {
 	e, err := setup(opts)
 	if err != nil {
