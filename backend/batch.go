@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -49,6 +50,7 @@ type Batcher struct {
 	mu       sync.Mutex
 	picks    map[pickKey]*group[*pickReq]
 	resolves map[resolveKey]*group[*resolveReq]
+	pushes   map[string]*group[*pushReq]
 
 	calls, batches atomic.Int64
 }
@@ -64,6 +66,7 @@ func NewBatcher(cfg BatcherConfig) *Batcher {
 		cfg: cfg, db: PoolDB(cfg.Pool),
 		picks:    make(map[pickKey]*group[*pickReq]),
 		resolves: make(map[resolveKey]*group[*resolveReq]),
+		pushes:   make(map[string]*group[*pushReq]),
 	}
 }
 
@@ -78,11 +81,32 @@ var batchable = map[string]bool{
 	"doc_complete(varchar,varchar,jsonb)":       true,
 	"doc_kill(varchar,varchar)":                 true,
 	"doc_kill(varchar,varchar,jsonb)":           true,
+	pushID:                                      true,
 }
 
-// Batchable reports whether the overload id goes through the Batcher.
-// Its first argument is the queue name.
-func (b *Batcher) Batchable(id string) bool { return batchable[id] }
+// pushID is the single-document doc_push the Batcher runs.
+const pushID = "doc_push(varchar,varchar,integer,integer,timestamptz,jsonb)"
+
+// Batchable reports whether the call of overload id with args goes through
+// the Batcher. Its first argument is the queue name.
+//
+// A push batches only when its next_iteration is now() or an epoch
+// (to_timestamp(n)): a timestamp text, and an interval with days or months,
+// depend on the session's TimeZone, which the client's connection may set
+// differently from the service pool's.
+func (b *Batcher) Batchable(id string, args []Value) bool {
+	if !batchable[id] {
+		return false
+	}
+	if id == pushID {
+		if len(args) != 6 {
+			return false
+		}
+		t := args[4]
+		return t.Null || (t.Now && t.Interval == "") || t.Epoch
+	}
+	return true
+}
 
 // pickKey identifies the picks that can share a statement.
 type pickKey struct {
@@ -154,7 +178,10 @@ func (b *Batcher) Invoke(ctx context.Context, id string, args []Value) (*Result,
 		}
 		conv[i] = a
 	}
-	if o.name != "doc_pick" {
+	switch {
+	case id == pushID:
+		return b.invokePush(ctx, id, o, conv, args)
+	case o.name != "doc_pick":
 		return b.invokeResolve(ctx, id, o, conv, args)
 	}
 	key := pickKey{duration: pick5m}
@@ -243,20 +270,26 @@ func (b *Batcher) runPicks(key pickKey, g *group[*pickReq]) {
 	handOff(&b.mu, b.picks, key, g, func() { b.runPicks(key, g) })
 }
 
-// CanBatch reports whether the role of db's session may read and update
-// the documents of queue, so that its calls may run on the service pool.
-// It is false for a queue that does not exist (its calls then take the
-// ordinary path and give the extension's answer).
+// CanBatch reports whether the role of db's session may use schemas fetchq
+// and fetchq_data and read, insert and update the documents of queue, so
+// that its calls may run on the service pool. It is false for a queue that
+// does not exist (its calls then take the ordinary path and give the
+// extension's answer).
 func (s *Store) CanBatch(ctx context.Context, db DB, queue string) (bool, error) {
 	q, ok := parseQueue(queue)
 	if !ok {
 		return false, nil
 	}
 	var allowed bool
-	_, err := db.Query(ctx, "SELECT coalesce(has_table_privilege(c.oid, 'SELECT, UPDATE'), false)"+
+	// has_table_privilege with a list of privileges is true when ANY of
+	// them is held: each is checked on its own.
+	_, err := db.Query(ctx, "SELECT coalesce(has_schema_privilege($3::text, 'USAGE')"+
+		" AND has_schema_privilege(n.oid, 'USAGE')"+
+		" AND has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'INSERT')"+
+		" AND has_table_privilege(c.oid, 'UPDATE'), false)"+
 		" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"+
 		" WHERE n.nspname = $1::text AND c.relname = $2::text",
-		[]any{dataSchema, q.name + "__docs"}, func(row [][]byte) error {
+		[]any{dataSchema, q.name + "__docs", apiSchema}, func(row [][]byte) error {
 			allowed = textBool(row[0])
 			return nil
 		})
@@ -385,4 +418,129 @@ func (b *Batcher) runResolves(key resolveKey, g *group[*resolveReq]) {
 		r.done <- out
 	}
 	handOff(&b.mu, b.resolves, key, g, func() { b.runResolves(key, g) })
+}
+
+// Pushes.
+//
+// The concurrent single-document doc_push calls of a queue become one
+// INSERT over a JSON list, rows inserted in arrival order with ON CONFLICT
+// DO NOTHING: a subject pushed by several calls of a batch is inserted by
+// the first and the others get 0, as they would have, running after it.
+// When the batch statement fails (a payload the jsonb input refuses, a
+// number to_timestamp refuses, a queue dropped meanwhile...), nothing was
+// inserted, and every call of the batch runs alone: each gets exactly the
+// answer or the error it would have got.
+
+type pushReq struct {
+	p       DocPushParams
+	payload string // de-doubled JSON text
+	done    chan pushOut
+}
+
+type pushOut struct {
+	inserted bool
+	status   int
+	alone    bool // the batch failed: run the call alone
+}
+
+// pushItem is one element of the JSON list a push batch sends. Kind is
+// 'n' for now(), 'e' for an epoch (Text seconds).
+type pushItem struct {
+	Subject  string `json:"s"`
+	Version  int32  `json:"v"`
+	Priority int32  `json:"p"`
+	Kind     string `json:"k"`
+	Text     string `json:"t,omitempty"`
+	Payload  string `json:"d"`
+}
+
+func (b *Batcher) invokePush(ctx context.Context, id string, o *overload, conv []arg, args []Value) (*Result, error) {
+	for _, a := range conv {
+		if a.null {
+			return b.cfg.Store.Invoke(ctx, b.db, id, args)
+		}
+	}
+	q, ok := parseQueue(conv[0].str)
+	t := conv[4].time
+	if !ok || utf8.RuneCountInString(conv[1].str) > maxSubjectLen ||
+		!(t.Kind == TimeEpoch || (t.Kind == TimeNow && t.Interval == "")) {
+		return b.cfg.Store.Invoke(ctx, b.db, id, args)
+	}
+	payload, err := jsonArg(conv[5].str)
+	if err != nil {
+		return nil, err
+	}
+	req := &pushReq{
+		p: DocPushParams{Queue: q.name, Subject: conv[1].str, Version: conv[2].i32(), Priority: conv[3].i32(),
+			NextIteration: t, Payload: conv[5].str},
+		payload: payload,
+		done:    make(chan pushOut, 1),
+	}
+	g, lead := join(&b.mu, b.pushes, q.name, req)
+	if lead {
+		b.runPushes(q.name, g)
+	}
+	var out pushOut
+	select {
+	case out = <-req.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if out.alone {
+		return b.cfg.Store.Invoke(ctx, b.db, id, args)
+	}
+	if !out.inserted {
+		return &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(0)}}}, nil
+	}
+	return &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(1)}},
+		Effects: insertEffects(q.name, req.p.Version, out.status, 1)}, nil
+}
+
+// runPushes runs one batch of pushes and deals the outcome.
+func (b *Batcher) runPushes(queueName string, g *group[*pushReq]) {
+	b.mu.Lock()
+	n := min(len(g.waiting), int(b.cfg.MaxPick))
+	batch := g.waiting[:n:n]
+	g.waiting = g.waiting[n:]
+	b.mu.Unlock()
+	b.calls.Add(int64(len(batch)))
+	b.batches.Add(1)
+
+	items := make([]pushItem, len(batch))
+	for i, r := range batch {
+		it := pushItem{Subject: r.p.Subject, Version: r.p.Version, Priority: r.p.Priority, Kind: "n", Payload: r.payload}
+		if r.p.NextIteration.Kind == TimeEpoch {
+			it.Kind, it.Text = "e", r.p.NextIteration.Text
+		}
+		items[i] = it
+	}
+	list, err := json.Marshal(items)
+	q := queue{name: queueName}
+	sql := "INSERT INTO " + q.docs() + " (subject, version, priority, status, next_iteration, payload, created_at)" +
+		" SELECT x.s, x.v, x.p, CASE WHEN x.ts <= now() THEN 1 ELSE 0 END, x.ts, x.d::jsonb, now() FROM" +
+		" (SELECT v.s, v.v, v.p, v.d, v.o, CASE WHEN v.k = 'e' THEN to_timestamp(v.t::float8) ELSE now() END AS ts" +
+		" FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (s text, v int, p int, k text, t text, d text))" +
+		" WITH ORDINALITY AS v(s, v, p, k, t, d, o)) x" +
+		" ORDER BY x.o ON CONFLICT DO NOTHING RETURNING subject, status"
+	inserted := make(map[string]int, len(batch))
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+		_, err = b.db.Query(ctx, sql, []any{string(list)}, func(row [][]byte) error {
+			inserted[string(row[0])] = int(textInt32(row[1]))
+			return nil
+		})
+		cancel()
+	}
+	for _, r := range batch {
+		if err != nil {
+			r.done <- pushOut{alone: true}
+			continue
+		}
+		status, ok := inserted[r.p.Subject]
+		if ok {
+			delete(inserted, r.p.Subject) // the first call of a subject inserted it
+		}
+		r.done <- pushOut{inserted: ok, status: status}
+	}
+	handOff(&b.mu, b.pushes, queueName, g, func() { b.runPushes(queueName, g) })
 }

@@ -65,7 +65,16 @@ func parseQueue(name string) (queue, bool) {
 	return queue{name: n}, ok
 }
 
-const dataSchema = "fetchq_data"
+const (
+	// apiSchema holds the extension's functions and catalog tables.
+	apiSchema = "fetchq"
+	// dataSchema holds the per-queue tables.
+	dataSchema = "fetchq_data"
+)
+
+// maxSubjectLen is the length of the docs tables' subject column,
+// varchar(50).
+const maxSubjectLen = 50
 
 // docs, logs and metrics are the qualified, quoted per-queue table names.
 func (q queue) docs() string    { return pgx.Identifier{dataSchema, q.name + "__docs"}.Sanitize() }

@@ -424,8 +424,21 @@ func TestGroupCommitKeepsPrivileges(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctx, "SELECT status FROM fetchq_data.priv__docs WHERE subject = 'p1'").Scan(&status))
 	require.Equal(t, 1, status, "the document must still be pending")
 
+	// SELECT alone is not enough (has_table_privilege with a list of
+	// privileges means any of them; each must be checked).
+	_, err = conn.Exec(ctx, "GRANT SELECT ON fetchq_data.priv__docs TO "+role)
+	require.NoError(t, err)
+	_, err = weak.Exec(ctx, "SELECT 1") // a statement of its own: rights are checked again
+	require.NoError(t, err)
+	_, err = weak.Exec(ctx, "SELECT * FROM fetchq.doc_pick('priv', 0, 1, '5m')")
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "42501", pgErr.Code)
+	after, _ = batcher.Stats()
+	require.Equal(t, before, after, "a call of a role with SELECT only went through the batcher")
+
 	// Granted, the same role's calls are batched.
-	_, err = conn.Exec(ctx, "GRANT SELECT, UPDATE ON fetchq_data.priv__docs TO "+role)
+	_, err = conn.Exec(ctx, "GRANT INSERT, UPDATE ON fetchq_data.priv__docs TO "+role)
 	require.NoError(t, err)
 	_, err = weak.Exec(ctx, "SELECT 1") // a statement of its own: rights are checked again
 	require.NoError(t, err)
@@ -434,4 +447,9 @@ func TestGroupCommitKeepsPrivileges(t *testing.T) {
 	require.Equal(t, "p1", subject)
 	after, _ = batcher.Stats()
 	require.Equal(t, before+1, after)
+	var queued int
+	require.NoError(t, weak.QueryRow(ctx, "SELECT queued_docs FROM fetchq.doc_push('priv', 'p2', 0, 0, NOW(), '{}')").Scan(&queued))
+	require.Equal(t, 1, queued)
+	after, _ = batcher.Stats()
+	require.Equal(t, before+2, after, "the push went through the batcher")
 }

@@ -50,9 +50,10 @@ type Queue interface {
 // Batcher runs autocommit calls of many sessions together on the service
 // pool (group commit). *backend.Batcher implements it.
 type Batcher interface {
-	// Batchable reports whether an overload goes through the batcher; its
-	// first argument is then the queue name.
-	Batchable(id string) bool
+	// Batchable reports whether a call of an overload with these
+	// arguments goes through the batcher; its first argument is then the
+	// queue name.
+	Batchable(id string, args []backend.Value) bool
 	// Invoke runs a batchable call as Queue.Invoke would, in a batch.
 	Invoke(ctx context.Context, id string, args []backend.Value) (*backend.Result, error)
 }
@@ -565,7 +566,7 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint3
 // forwards any statement of its own (which might change its role).
 func (s *session) batchable(db *upstreamDB, id string, args []backend.Value) bool {
 	b := s.srv.cfg.Batcher
-	if b == nil || byte(s.txStatus.Load()) != 'I' || !b.Batchable(id) || len(args) == 0 || args[0].Null {
+	if b == nil || byte(s.txStatus.Load()) != 'I' || !b.Batchable(id, args) || len(args) == 0 || args[0].Null {
 		return false
 	}
 	queue := args[0].Text

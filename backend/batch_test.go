@@ -1,0 +1,135 @@
+package backend
+
+import (
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+)
+
+func pushArgs(q, subject string, version, priority int, next Value, payload string) []Value {
+	return []Value{{Text: q}, {Text: subject}, {Text: strconv.Itoa(version)}, {Text: strconv.Itoa(priority)}, next, {Text: payload}}
+}
+
+// errCode returns err's SQLSTATE and message, from a Postgres error or
+// one of the backend's own.
+func errCode(err error) (string, string) {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code, pg.Message
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code, e.Message
+	}
+	return "", err.Error()
+}
+
+// TestBatchedPushes: concurrent pushes of one queue share statements and
+// each gets what it would have got alone: a subject pushed by many calls is
+// queued once, a payload the jsonb input refuses or an epoch to_timestamp
+// refuses fails only its own call (with the error the call gets alone),
+// the status follows next_iteration, and the effects are the inserted rows'.
+func TestBatchedPushes(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.createQueue(t, "bp")
+	b := NewBatcher(BatcherConfig{Pool: tb.pool, Store: tb.store})
+
+	now := Value{Now: true}
+	future := Value{Epoch: true, Text: "4102444800"} // 2100-01-01
+	badJSON := `{"a":`
+	badEpoch := Value{Epoch: true, Text: "1e300"}
+
+	// What the failing calls get alone.
+	_, aloneJSON := tb.store.Invoke(tb.ctx, tb.db, pushID, pushArgs("bp", "alone1", 0, 0, now, badJSON))
+	require.Error(t, aloneJSON)
+	_, aloneEpoch := tb.store.Invoke(tb.ctx, tb.db, pushID, pushArgs("bp", "alone2", 0, 0, badEpoch, "{}"))
+	require.Error(t, aloneEpoch)
+
+	type call struct {
+		args []Value
+		res  *Result
+		err  error
+	}
+	var calls []*call
+	for i := range 200 {
+		s := "u" + strconv.Itoa(i)
+		next := now
+		if i%3 == 0 {
+			next = future
+		}
+		calls = append(calls, &call{args: pushArgs("bp", s, i%4, i%5, next, `{"i":`+strconv.Itoa(i)+`,"q":"it''s"}`)})
+		if i%10 == 0 {
+			calls = append(calls, &call{args: pushArgs("BP", "dup", 1, 0, now, "{}")})
+		}
+		if i%50 == 7 {
+			calls = append(calls, &call{args: pushArgs("bp", "badjson"+s, 0, 0, now, badJSON)})
+			calls = append(calls, &call{args: pushArgs("bp", "badepoch"+s, 0, 0, badEpoch, "{}")})
+		}
+	}
+	require.True(t, b.Batchable(pushID, calls[0].args))
+	require.False(t, b.Batchable(pushID, pushArgs("bp", "x", 0, 0, Value{Now: true, Interval: "1 day"}, "{}")),
+		"an interval depends on the session's TimeZone")
+	require.False(t, b.Batchable(pushID, pushArgs("bp", "x", 0, 0, Value{Text: "2030-01-01"}, "{}")))
+
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, c := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			c.res, c.err = b.Invoke(tb.ctx, pushID, c.args)
+		}()
+	}
+	close(start)
+	wg.Wait()
+
+	dups := 0
+	var effects Effects
+	for _, c := range calls {
+		subject := c.args[1].Text
+		switch {
+		case subject == "dup":
+			require.NoError(t, c.err)
+			n, _ := strconv.Atoi(string(c.res.Rows[0][0]))
+			dups += n
+		case c.args[5].Text == badJSON:
+			gc, gm := errCode(c.err)
+			wc, wm := errCode(aloneJSON)
+			require.Equal(t, wc+" "+wm, gc+" "+gm, subject)
+			continue
+		case c.args[4].Text == "1e300":
+			gc, gm := errCode(c.err)
+			wc, wm := errCode(aloneEpoch)
+			require.Equal(t, wc+" "+wm, gc+" "+gm, subject)
+			continue
+		default:
+			require.NoError(t, c.err, subject)
+			require.Equal(t, [][][]byte{{[]byte("1")}}, c.res.Rows, subject)
+		}
+		effects = append(effects, c.res.Effects...)
+	}
+	require.Equal(t, 1, dups, "a subject pushed by many calls is queued once")
+	require.Equal(t, 201, tb.count(t, "SELECT count(*) FROM fetchq_data.bp__docs"))
+	require.Equal(t, 67, tb.count(t, "SELECT count(*) FROM fetchq_data.bp__docs WHERE status = 0 AND next_iteration = '2100-01-01 00:00:00+00'"))
+	require.Equal(t, 134, tb.count(t, "SELECT count(*) FROM fetchq_data.bp__docs WHERE status = 1"))
+	require.Equal(t, 1, tb.count(t, `SELECT count(*) FROM fetchq_data.bp__docs WHERE subject = 'u5' AND version = 1 AND priority = 0 AND payload = ('{"i":5,"q":"it'||chr(39)||'s"}')::jsonb`),
+		"version, priority and the de-doubled payload are stored")
+
+	got := map[string]int64{}
+	for _, e := range effects {
+		got[e.Queue+"/"+e.Metric] += e.Delta
+	}
+	require.Equal(t, map[string]int64{
+		"bp/ent": 201, "bp/cnt": 201, "bp/pnd": 134, "bp/pln": 67,
+		"bp/v0": 50, "bp/v1": 51, "bp/v2": 50, "bp/v3": 50,
+	}, got)
+	calls64, batches := b.Stats()
+	t.Logf("%d pushes in %d statements", calls64, batches)
+	require.Less(t, batches, calls64, "concurrent pushes were never coalesced")
+}
