@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/fetchq/fetchq-proxy/rewrite"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -254,51 +252,58 @@ func parseTimestamptz(s string) (time.Time, error) {
 	return time.Time{}, &Error{Code: "0A000", Message: "binary timestamptz results need DateStyle ISO; request text format or SET DateStyle = ISO"}
 }
 
-// checkText refuses what Postgres' UTF8 input refuses in a bound text
-// value: a NUL byte or an invalid byte sequence (22021).
-func checkText(v []byte) error {
-	if i := bytes.IndexByte(v, 0); i >= 0 {
-		return &Error{Code: "22021", Message: `invalid byte sequence for encoding "UTF8": 0x00`}
-	}
-	if !utf8.Valid(v) {
-		return &Error{Code: "22021", Message: `invalid byte sequence for encoding "UTF8"`}
-	}
-	return nil
-}
-
-// paramText converts a bound parameter to text for the backend.
-func paramText(v []byte, format int16, oid uint32) (string, error) {
-	if format == 0 {
+// bindParam converts parameter n (1-based) of a Bind, of type oid, to the
+// text the backend takes, and refuses what Postgres refuses at Bind for
+// the same value: in text format, what the UTF8 encoding check refuses;
+// in binary format, a value shorter than the type's receive function
+// reads (08P01), longer (22P03 "incorrect binary data format"), or out of
+// the type's range; any other format code (22023).
+func bindParam(v []byte, format int16, oid uint32, n int) (string, error) {
+	switch format {
+	case 0:
 		if err := checkText(v); err != nil {
 			return "", err
 		}
 		return string(v), nil
+	case 1:
+	default:
+		return "", &Error{Code: "22023", Message: fmt.Sprintf("unsupported format code: %d", format)}
 	}
-	bad := func() (string, error) {
-		return "", &Error{Code: "22P03", Message: fmt.Sprintf("incorrect binary data format in bind parameter of type %d", oid)}
+	// size checks the length of a fixed-size binary value.
+	size := func(want int) error {
+		switch {
+		case len(v) < want:
+			return errMsgShort
+		case len(v) > want:
+			return &Error{Code: "22P03", Message: fmt.Sprintf("incorrect binary data format in bind parameter %d", n)}
+		}
+		return nil
 	}
 	switch oid {
 	case oidBool:
-		if len(v) != 1 {
-			return bad()
+		if len(v) == 0 {
+			return "", errMsgNoData
+		}
+		if err := size(1); err != nil {
+			return "", err
 		}
 		if v[0] != 0 {
 			return "true", nil
 		}
 		return "false", nil
 	case oidInt2:
-		if len(v) != 2 {
-			return bad()
+		if err := size(2); err != nil {
+			return "", err
 		}
 		return strconv.Itoa(int(int16(binary.BigEndian.Uint16(v)))), nil
 	case oidInt4:
-		if len(v) != 4 {
-			return bad()
+		if err := size(4); err != nil {
+			return "", err
 		}
 		return strconv.Itoa(int(int32(binary.BigEndian.Uint32(v)))), nil
 	case oidInt8:
-		if len(v) != 8 {
-			return bad()
+		if err := size(8); err != nil {
+			return "", err
 		}
 		return strconv.FormatInt(int64(binary.BigEndian.Uint64(v)), 10), nil
 	case oidText, oidVarchar, oidBPChar, oidJSON, oidUnknown, 0:
@@ -307,29 +312,68 @@ func paramText(v []byte, format int16, oid uint32) (string, error) {
 		}
 		return string(v), nil
 	case oidJSONB:
-		if len(v) < 1 || v[0] != 1 {
-			return bad()
+		if len(v) == 0 {
+			return "", errMsgShort
+		}
+		if v[0] != 1 {
+			// jsonb_recv's own error, an elog without a SQLSTATE.
+			return "", &Error{Code: "XX000", Message: fmt.Sprintf("unsupported jsonb version number %d", v[0])}
 		}
 		if err := checkText(v[1:]); err != nil {
 			return "", err
 		}
 		return string(v[1:]), nil
 	case oidTimestamptz, oidTimestamp:
-		if len(v) != 8 {
-			return bad()
+		if len(v) < 8 {
+			return "", errMsgShort
 		}
 		us := int64(binary.BigEndian.Uint64(v))
-		switch us {
-		case math.MaxInt64:
-			return "infinity", nil
-		case math.MinInt64:
-			return "-infinity", nil
+		text, err := timestampText(us, oid == oidTimestamptz)
+		if err != nil {
+			return "", err
 		}
-		t := time.Unix(pgEpochUnix+us/1_000_000, (us%1_000_000)*1000).UTC()
-		if oid == oidTimestamp {
-			return t.Format("2006-01-02 15:04:05.999999"), nil
+		if err := size(8); err != nil {
+			return "", err
 		}
-		return t.Format("2006-01-02 15:04:05.999999Z07:00"), nil
+		return text, nil
 	}
 	return "", &Error{Code: "0A000", Message: fmt.Sprintf("binary format for parameters of type %d is not supported by fetchq-proxy; send text", oid)}
+}
+
+// Postgres' timestamp range in microseconds since 2000-01-01:
+// MIN_TIMESTAMP (4714-11-24 BC) and END_TIMESTAMP (294277-01-01).
+const (
+	minTimestampUS = -211813488000000000
+	endTimestampUS = 9223371331200000000
+)
+
+// timestampText renders a binary timestamp (microseconds since
+// 2000-01-01, UTC for timestamptz) as text Postgres reads back exactly.
+func timestampText(us int64, tz bool) (string, error) {
+	switch {
+	case us == math.MaxInt64:
+		return "infinity", nil
+	case us == math.MinInt64:
+		return "-infinity", nil
+	case us < minTimestampUS || us >= endTimestampUS:
+		return "", &Error{Code: "22008", Message: "timestamp out of range"}
+	}
+	t := time.Unix(pgEpochUnix+us/1_000_000, (us%1_000_000)*1000).UTC()
+	year := t.Year()
+	bc := year <= 0
+	if bc {
+		year = 1 - year // Go's year 0 is 1 BC
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%04d-%02d-%02d %02d:%02d:%02d", year, t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second())
+	if frac := t.Nanosecond() / 1000; frac != 0 {
+		b.WriteString(strings.TrimRight(fmt.Sprintf(".%06d", frac), "0"))
+	}
+	if tz {
+		b.WriteString("+00")
+	}
+	if bc {
+		b.WriteString(" BC")
+	}
+	return b.String(), nil
 }

@@ -73,9 +73,9 @@ type icStmt struct {
 // icPortal is an intercepted portal: a statement with its parameters.
 type icPortal struct {
 	stmt          *icStmt
-	params        [][]byte
-	paramFormats  []int16
+	params        [][]byte // text values, nil for NULL
 	resultFormats []int16
+	seq           uint64 // session.boundarySeq when it was bound (see livePortal)
 }
 
 // containsFetchq reports whether b contains "fetchq" in any letter case.
@@ -93,94 +93,187 @@ func containsFetchq(b []byte) bool {
 	return false
 }
 
-// cstring splits a NUL-terminated string off the front of b.
-func cstring(b []byte) (string, []byte, bool) {
-	i := bytes.IndexByte(b, 0)
-	if i < 0 {
-		return "", nil, false
-	}
-	return string(b[:i]), b[i+1:], true
-}
-
 // interceptClient handles a client message the proxy may have to answer
 // itself. It reports whether it did; if not, the caller forwards body.
+//
+// A message whose body Postgres would refuse (see message.go) before it
+// looks at a statement or portal is forwarded, so that Postgres gives its
+// own answer.
 func (s *session) interceptClient(typ byte, body []byte) (bool, error) {
 	switch typ {
 	case 'Q':
 		if !containsFetchq(body) {
 			return false, nil
 		}
-		text, _, ok := cstring(body)
-		if !ok {
-			return true, s.fail(&protocolError{msg: "invalid Query message"})
+		m := msgBody{b: body}
+		text := m.str()
+		m.end()
+		if m.err != nil {
+			return false, nil
 		}
 		return s.simpleQuery(text)
 	case 'P':
-		if !containsFetchq(body) {
-			if len(s.stmts) > 0 {
-				if name, _, ok := cstring(body); ok && name == "" {
-					delete(s.stmts, "")
-				}
+		if !containsFetchq(body) && len(s.stmts) == 0 {
+			return false, nil
+		}
+		var msg parseMsg
+		if !msg.decode(body) {
+			return false, nil
+		}
+		if !containsFetchq([]byte(msg.query)) {
+			if msg.name == "" {
+				// Postgres drops the unnamed statement before it parses
+				// the new one.
+				delete(s.stmts, "")
 			}
 			return false, nil
 		}
-		return s.parse(body)
+		return s.parse(&msg)
 	case 'B':
 		if len(s.stmts) == 0 && len(s.portals) == 0 {
 			return false, nil
 		}
 		return s.bind(body)
-	case 'D':
-		if len(s.stmts) == 0 || len(body) < 2 {
+	case 'D', 'C':
+		if len(s.stmts) == 0 && len(s.portals) == 0 {
 			return false, nil
 		}
-		name, _, _ := cstring(body[1:])
-		switch body[0] {
+		m := msgBody{b: body}
+		kind := m.byte1()
+		name := m.str()
+		m.end()
+		if m.err != nil {
+			return false, nil
+		}
+		switch kind {
 		case 'S':
-			if st := s.stmts[name]; st != nil {
+			st := s.stmts[name]
+			if st == nil {
+				return false, nil
+			}
+			if typ == 'C' {
+				delete(s.stmts, name)
+				s.respond(encodeMsgs(&pgproto3.CloseComplete{}))
+			} else {
 				s.describeStatement(st)
-				return true, nil
 			}
+			return true, nil
 		case 'P':
-			if p := s.portals[name]; p != nil {
-				s.describePortal(p)
+			if typ == 'C' {
+				if s.portals[name] == nil {
+					return false, nil
+				}
+				// Closing a portal that has ended is no error either.
+				delete(s.portals, name)
+				s.respond(encodeMsgs(&pgproto3.CloseComplete{}))
 				return true, nil
 			}
+			p, err := s.livePortal(name)
+			if p == nil || err != nil {
+				return err != nil, err
+			}
+			s.describePortal(p)
+			return true, nil
 		}
 		return false, nil
 	case 'E':
 		if len(s.portals) == 0 {
 			return false, nil
 		}
-		name, _, _ := cstring(body)
-		p := s.portals[name]
-		if p == nil {
+		m := msgBody{b: body}
+		name := m.str()
+		m.int32() // row limit: intercepted calls return all their rows
+		m.end()
+		if m.err != nil {
 			return false, nil
+		}
+		p, err := s.livePortal(name)
+		if p == nil || err != nil {
+			return err != nil, err
 		}
 		return true, s.execute(p)
-	case 'C':
-		if len(s.stmts) == 0 || len(body) < 2 {
-			return false, nil
-		}
-		name, _, _ := cstring(body[1:])
-		switch body[0] {
-		case 'S':
-			if s.stmts[name] == nil {
-				return false, nil
-			}
-			delete(s.stmts, name)
-		case 'P':
-			if s.portals[name] == nil {
-				return false, nil
-			}
-			delete(s.portals, name)
-		default:
-			return false, nil
-		}
-		s.respond(encodeMsgs(&pgproto3.CloseComplete{}))
-		return true, nil
 	}
 	return false, nil
+}
+
+// parseMsg is a decoded Parse message.
+type parseMsg struct {
+	name, query string
+	paramOIDs   []uint32
+}
+
+// decode reads a Parse body as Postgres does, and reports whether it is
+// well formed.
+func (p *parseMsg) decode(body []byte) bool {
+	m := msgBody{b: body}
+	p.name = m.str()
+	p.query = m.str()
+	n := m.uint16()
+	if n > len(m.b)/4 {
+		return false
+	}
+	p.paramOIDs = make([]uint32, n)
+	for i := range p.paramOIDs {
+		p.paramOIDs[i] = uint32(m.int32())
+	}
+	m.end()
+	return m.err == nil
+}
+
+// Portal lifetime.
+//
+// As in Postgres, every portal ends with the transaction it was created
+// in: at Sync for the implicit transaction of an extended-protocol batch,
+// at COMMIT or ROLLBACK for a transaction block. The proxy learns that a
+// transaction ended from the status of the ReadyForQuery answering a
+// client's Sync or Query ('I'). When the proxy answers that ReadyForQuery
+// itself, nothing is in flight and it drops its portals at once
+// (respondReady). When the upstream answers it, the portals created before
+// that Sync or Query end when its answer arrives: each forwarded Sync or
+// Query gets a sequence number, each portal remembers how many had been
+// forwarded when it was bound, and the upstream reader records the number
+// of the last one whose ReadyForQuery said 'I' (txEndSeq).
+
+// livePortal returns the intercepted portal name, or nil if there is none
+// or it has ended with its transaction. When that transaction's outcome
+// is still in flight it waits for it.
+func (s *session) livePortal(name string) (*icPortal, error) {
+	p := s.portals[name]
+	if p == nil {
+		return nil, nil
+	}
+	if s.boundarySeq > p.seq && s.txEndSeq.Load() <= p.seq {
+		// A Sync or Query forwarded since the Bind may have ended the
+		// transaction: wait for its answer.
+		if err := s.awaitAnswers(); err != nil {
+			return nil, err
+		}
+	}
+	if s.txEndSeq.Load() > p.seq {
+		delete(s.portals, name)
+		return nil, nil
+	}
+	return p, nil
+}
+
+// awaitAnswers waits until the upstream has answered every request
+// forwarded so far, asking it to flush its output first.
+func (s *session) awaitAnswers() error {
+	if s.q.len() == 0 {
+		return nil
+	}
+	if err := writeHeader(s.up.w, 'H', 0); err != nil {
+		return err
+	}
+	if err := s.up.w.Flush(); err != nil {
+		return err
+	}
+	select {
+	case <-s.q.waitEmpty():
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
 }
 
 // simpleQuery runs a Query message whose text calls a Fetchq function.
@@ -233,7 +326,7 @@ func (s *session) simpleQuery(text string) (bool, error) {
 			}
 			failed = !ok
 		default:
-			if err := s.runCall(db, st.Call, nil, nil, nil, nil, true); err != nil {
+			if err := s.runCall(db, st.Call, nil, nil, true); err != nil {
 				s.respondError(err)
 				failed = true
 				s.abortIfInTx(db)
@@ -361,29 +454,32 @@ func (s *session) respondError(err error) {
 	s.respond(encodeMsgs(errorResponse(err, false, s.logger)))
 }
 
-// respondReady queues ReadyForQuery with the upstream's current status.
+// respondReady queues ReadyForQuery with the upstream's current status,
+// answering a Sync or Query when nothing is in flight. Status 'I' means
+// the transaction ended (or there was none), and with it every portal.
 func (s *session) respondReady() {
+	if byte(s.txStatus.Load()) == 'I' {
+		clear(s.portals)
+	}
 	s.respond(encodeMsgs(&pgproto3.ReadyForQuery{TxStatus: byte(s.txStatus.Load())}))
 }
 
 // parse handles a Parse whose text mentions fetchq.
-func (s *session) parse(body []byte) (bool, error) {
-	var msg pgproto3.Parse
-	if err := msg.Decode(body); err != nil {
-		return true, s.fail(&protocolError{msg: "invalid Parse message"})
+func (s *session) parse(msg *parseMsg) (bool, error) {
+	plan, err := s.srv.cfg.Rewriter.RewriteWithParamTypes(s.ctx, msg.query, msg.paramOIDs)
+	if msg.name == "" {
+		// Postgres drops the unnamed statement before it parses the new
+		// one, whether that succeeds or not.
+		delete(s.stmts, "")
 	}
-	plan, err := s.srv.cfg.Rewriter.RewriteWithParamTypes(s.ctx, msg.Query, msg.ParameterOIDs)
 	if errors.Is(err, rewrite.ErrSyntax) || (err == nil && !plan.HasCall) || (plan != nil && len(plan.Statements) != 1) {
-		if msg.Name == "" {
-			delete(s.stmts, "")
-		}
 		return false, nil
 	}
 	if err == nil {
 		err = plan.Statements[0].Err
 	}
-	if err == nil && msg.Name != "" && s.stmts[msg.Name] != nil {
-		err = &Error{Code: "42P05", Message: fmt.Sprintf("prepared statement %q already exists", msg.Name)}
+	if err == nil && msg.name != "" && s.stmts[msg.name] != nil {
+		err = &Error{Code: "42P05", Message: fmt.Sprintf("prepared statement \"%s\" already exists", msg.name)}
 	}
 	if err != nil {
 		s.extendedError(err)
@@ -393,19 +489,24 @@ func (s *session) parse(body []byte) (bool, error) {
 		s.stmts = make(map[string]*icStmt)
 		s.portals = make(map[string]*icPortal)
 	}
-	s.stmts[msg.Name] = &icStmt{call: plan.Statements[0].Call, paramTypes: plan.ParamTypes}
+	s.stmts[msg.name] = &icStmt{call: plan.Statements[0].Call, paramTypes: plan.ParamTypes}
 	s.respond(encodeMsgs(&pgproto3.ParseComplete{}))
 	return true, nil
 }
 
-// bind handles a Bind when the session has intercepted statements.
+// bind handles a Bind when the session has intercepted statements. It
+// reads the message in Postgres' order (exec_bind_message) and refuses
+// what Postgres refuses, with its errors, at Bind: once the statement is
+// found, a malformed format list, a wrong parameter count, a failed
+// transaction, an existing portal name, a malformed or
+// invalid parameter value, a malformed rest of the message, a wrong
+// number of result formats.
 func (s *session) bind(body []byte) (bool, error) {
-	portal, rest, ok := cstring(body)
-	if !ok {
-		return false, nil
-	}
-	name, _, ok := cstring(rest)
-	if !ok {
+	m := msgBody{b: body}
+	portal := m.str()
+	name := m.str()
+	if m.err != nil {
+		// Postgres refuses it before it looks the statement up.
 		return false, nil
 	}
 	st := s.stmts[name]
@@ -415,35 +516,96 @@ func (s *session) bind(body []byte) (bool, error) {
 		}
 		return false, nil
 	}
-	var msg pgproto3.Bind
-	if err := msg.Decode(body); err != nil {
-		return true, s.fail(&protocolError{msg: "invalid Bind message"})
+	nf := m.uint16()
+	if nf > len(m.b)/2 {
+		nf = len(m.b)/2 + 1 // the reads below fail as Postgres' would
 	}
-	if len(msg.Parameters) != len(st.paramTypes) {
+	formats := make([]int16, nf)
+	for i := range formats {
+		formats[i] = m.int16()
+	}
+	n := m.uint16()
+	if m.err != nil {
+		s.extendedError(m.err)
+		return true, nil
+	}
+	if len(formats) > 1 && len(formats) != n {
 		s.extendedError(&Error{Code: "08P01", Message: fmt.Sprintf(
-			"bind message supplies %d parameters, but prepared statement %q requires %d",
-			len(msg.Parameters), name, len(st.paramTypes))})
+			"bind message has %d parameter formats but %d parameters", len(formats), n)})
 		return true, nil
 	}
-	if portal != "" && s.portals[portal] != nil {
-		s.extendedError(&Error{Code: "42P03", Message: fmt.Sprintf("cursor %q already exists", portal)})
+	if n != len(st.paramTypes) {
+		s.extendedError(&Error{Code: "08P01", Message: fmt.Sprintf(
+			"bind message supplies %d parameters, but prepared statement \"%s\" requires %d",
+			n, name, len(st.paramTypes))})
 		return true, nil
 	}
-	params := make([][]byte, len(msg.Parameters))
-	for i, p := range msg.Parameters {
-		if p != nil {
-			params[i] = append([]byte{}, p...)
+	if byte(s.txStatus.Load()) == 'E' && s.q.len() == 0 {
+		s.extendedError(errTxAborted)
+		return true, nil
+	}
+	if portal != "" {
+		p, err := s.livePortal(portal)
+		if err != nil {
+			return true, err
 		}
+		if p != nil {
+			s.extendedError(&Error{Code: "42P03", Message: fmt.Sprintf("cursor \"%s\" already exists", portal)})
+			return true, nil
+		}
+	}
+	params := make([][]byte, n)
+	for i := range params {
+		l := m.int32()
+		var v []byte
+		if l != -1 {
+			v = m.bytes(l)
+		}
+		if m.err != nil {
+			s.extendedError(m.err)
+			return true, nil
+		}
+		// The format code is checked for a NULL too, as Postgres does.
+		text, err := bindParam(v, formatOf(formats, i), paramType(st.paramTypes, i), i+1)
+		if err != nil {
+			s.extendedError(err)
+			return true, nil
+		}
+		if l != -1 {
+			params[i] = []byte(text)
+		}
+	}
+	nr := m.uint16()
+	if nr > len(m.b)/2 {
+		nr = len(m.b)/2 + 1 // the reads below fail as Postgres' would
+	}
+	rformats := make([]int16, nr)
+	for i := range rformats {
+		rformats[i] = m.int16()
+	}
+	m.end()
+	if m.err != nil {
+		s.extendedError(m.err)
+		return true, nil
+	}
+	if cols := len(st.call.Columns); len(rformats) > 1 && cols > 0 && len(rformats) != cols {
+		s.extendedError(&Error{Code: "08P01", Message: fmt.Sprintf(
+			"bind message has %d result formats but query has %d columns", len(rformats), cols)})
+		return true, nil
 	}
 	s.portals[portal] = &icPortal{
 		stmt:          st,
 		params:        params,
-		paramFormats:  append([]int16(nil), msg.ParameterFormatCodes...),
-		resultFormats: append([]int16(nil), msg.ResultFormatCodes...),
+		resultFormats: rformats,
+		seq:           s.boundarySeq,
 	}
 	s.respond(encodeMsgs(&pgproto3.BindComplete{}))
 	return true, nil
 }
+
+// errTxAborted is Postgres' answer to anything but COMMIT or ROLLBACK in
+// a failed transaction block.
+var errTxAborted = &Error{Code: "25P02", Message: "current transaction is aborted, commands ignored until end of transaction block"}
 
 func (s *session) describeStatement(st *icStmt) {
 	msgs := []encoder{&pgproto3.ParameterDescription{ParameterOIDs: st.paramTypes}}
@@ -459,18 +621,8 @@ func (s *session) describePortal(p *icPortal) {
 func (s *session) execute(p *icPortal) error {
 	// The call must see the outcome of everything the client sent before
 	// it: get the upstream to answer it, and wait.
-	if s.q.len() > 0 {
-		if err := writeHeader(s.up.w, 'H', 0); err != nil {
-			return err
-		}
-		if err := s.up.w.Flush(); err != nil {
-			return err
-		}
-		select {
-		case <-s.q.waitEmpty():
-		case <-s.ctx.Done():
-			return s.ctx.Err()
-		}
+	if err := s.awaitAnswers(); err != nil {
+		return err
 	}
 	if s.batchFailed.Load() {
 		// An earlier request of this batch failed: Postgres skips the
@@ -479,7 +631,7 @@ func (s *session) execute(p *icPortal) error {
 		return nil
 	}
 	db := &upstreamDB{s: s}
-	if err := s.runCall(db, p.stmt.call, p.stmt.paramTypes, p.params, p.paramFormats, p.resultFormats, false); err != nil {
+	if err := s.runCall(db, p.stmt.call, p.params, p.resultFormats, false); err != nil {
 		s.respondError(err)
 		s.abortIfInTx(db)
 		s.discardUntilSync = true
@@ -488,19 +640,33 @@ func (s *session) execute(p *icPortal) error {
 }
 
 // extendedError answers an extended-protocol request with err and
-// discards the client's messages up to the next Sync.
+// discards the client's messages up to the next Sync. Inside a
+// transaction block the error fails the transaction, as in Postgres.
 func (s *session) extendedError(err error) {
 	s.respondError(err)
+	s.abortIfInTx(&upstreamDB{s: s})
 	s.discardUntilSync = true
 }
 
 // runCall runs call and queues its answer: RowDescription (when
-// withRowDesc), DataRows and CommandComplete.
-func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint32, params [][]byte, paramFormats, resultFormats []int16, withRowDesc bool) error {
+// withRowDesc), DataRows and CommandComplete. params are the text values
+// of a portal's parameters (nil for NULL), checked at Bind.
+func (s *session) runCall(db *upstreamDB, call *rewrite.Call, params [][]byte, resultFormats []int16, withRowDesc bool) error {
 	if byte(s.txStatus.Load()) == 'E' {
 		// As in Postgres, nothing runs in a failed transaction block, not
 		// even a function that would answer without the database.
-		return &Error{Code: "25P02", Message: "current transaction is aborted, commands ignored until end of transaction block"}
+		return errTxAborted
+	}
+	if len(call.Columns) > 0 {
+		// Postgres refuses a result format code other than text or binary
+		// when it sends the first row; the proxy refuses it before the
+		// call runs (even for a call that returns no row), rather than
+		// after the call has taken effect.
+		for i := range call.Columns {
+			if f := formatOf(resultFormats, i); f != 0 && f != 1 {
+				return &Error{Code: "22023", Message: fmt.Sprintf("unsupported format code: %d", f)}
+			}
+		}
 	}
 	args := make([]backend.Value, len(call.Args))
 	for i, a := range call.Args {
@@ -522,11 +688,7 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, paramTypes []uint3
 				args[i] = backend.Value{Null: true}
 				break
 			}
-			text, err := paramText(params[idx], formatOf(paramFormats, idx), paramType(paramTypes, idx))
-			if err != nil {
-				return err
-			}
-			args[i] = backend.Value{Text: text}
+			args[i] = backend.Value{Text: string(params[idx])}
 		}
 	}
 	var res *backend.Result

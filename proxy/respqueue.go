@@ -63,6 +63,7 @@ type request struct {
 	kind    reqKind
 	local   []byte   // reqLocal: the answer to write
 	capture *capture // non-nil: the upstream's answers go to an internal caller
+	seq     uint64   // a client's Sync or Query: its number (session.boundarySeq)
 }
 
 // respQueue is a FIFO of requests awaiting their answers. It is safe for

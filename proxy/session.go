@@ -65,12 +65,14 @@ type session struct {
 	localUnflushed bool
 
 	txStatus    atomic.Uint32 // last ReadyForQuery status: 'I', 'T' or 'E'
+	txEndSeq    atomic.Uint64 // the last forwarded Sync or Query whose ReadyForQuery said 'I' (see livePortal)
 	batchFailed atomic.Bool   // an ErrorResponse ended the current extended batch; the upstream skips to Sync
 
 	// Interception state, owned by the session goroutine.
 	stmts            map[string]*icStmt   // intercepted prepared statements by name
 	portals          map[string]*icPortal // intercepted portals by name
 	discardUntilSync bool                 // after an error the proxy raised in an extended batch
+	boundarySeq      uint64               // Sync and Query messages forwarded (see livePortal)
 	msgBuf           []byte               // reused buffer for inspected client messages
 	batchOK          map[string]bool      // queues the client's role may batch on; cleared when it forwards a statement
 
@@ -179,11 +181,11 @@ func (s *session) readClient() error {
 		default:
 			return s.fail(&protocolError{msg: fmt.Sprintf("invalid frontend message type %d", typ)})
 		}
-		if typ == 'Q' && s.batchFailed.Load() && !s.q.hasSync() {
+		if skippedAfterError(typ) && s.batchFailed.Load() && !s.q.hasSync() {
 			// The upstream skips everything up to Sync after an error in
 			// an extended-protocol batch, Query messages included: so
 			// does the proxy, rather than wait for an answer that never
-			// comes.
+			// comes or answer a message itself that Postgres would skip.
 			if _, err := s.cr.r.Discard(n); err != nil {
 				return s.clientReadFailed(err)
 			}
@@ -248,12 +250,27 @@ func (s *session) pushRequest(kind reqKind) {
 		// rights again before batching its calls.
 		clear(s.batchOK)
 	}
+	var seq uint64
+	if kind == reqSync || kind == reqQuery {
+		s.boundarySeq++
+		seq = s.boundarySeq
+	}
 	if kind == reqSync {
 		s.partial.Store(false)
 	} else if kind != reqQuery {
 		s.partial.Store(true)
 	}
-	s.q.push(request{kind: kind})
+	s.q.push(request{kind: kind, seq: seq})
+}
+
+// skippedAfterError reports the client messages the upstream ignores
+// after an error in an extended-protocol batch, until Sync.
+func skippedAfterError(typ byte) bool {
+	switch typ {
+	case 'Q', 'P', 'B', 'D', 'E', 'C':
+		return true
+	}
+	return false
 }
 
 // maxSmallMessageLen is Postgres' PQ_SMALL_MESSAGE_LIMIT: the longest body
@@ -293,16 +310,12 @@ func (s *session) inspectClient(typ byte, n int) (bool, error) {
 	}
 	if typ == 'S' {
 		s.discardUntilSync = false
-		if byte(s.txStatus.Load()) == 'I' {
-			// The batch's implicit transaction ends here, and with it
-			// every portal, as in Postgres.
-			clear(s.portals)
-		}
-		if !s.partial.Load() && s.q.len() == 0 {
+		if len(body) == 0 && !s.partial.Load() && s.q.len() == 0 {
 			// Nothing was forwarded since the last Sync and nothing is
 			// in flight: the upstream sits at a Sync boundary in the
 			// state its last ReadyForQuery reported, so the proxy answers
-			// this Sync itself and spares a round trip.
+			// this Sync itself and spares a round trip. (A Sync with a
+			// body is Postgres' to refuse.)
 			s.respondReady()
 			return true, nil
 		}
@@ -419,6 +432,11 @@ func (s *session) readUpstream() error {
 		if pending {
 			switch {
 			case head.kind.ends(typ):
+				if typ == 'Z' && head.capture == nil && head.seq != 0 && body[0] == 'I' {
+					// A client's Sync or Query ended its transaction,
+					// and with it the portals bound before it.
+					s.txEndSeq.Store(head.seq)
+				}
 				s.answered(false)
 			case typ == 'E' && head.kind.extended():
 				// The upstream now skips everything up to the next Sync,
