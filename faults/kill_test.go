@@ -31,6 +31,7 @@ func TestKillProxyRepeatedly(t *testing.T) {
 	began := time.Now()
 	r := newRun("q", lock, 4, dsn)
 	ctx, cancel := context.WithCancel(context.Background())
+	defer r.wait()
 	defer cancel()
 	pushed := make(chan error, 1)
 	go func() { pushed <- r.push(ctx, dsn, n, 1000) }()

@@ -51,6 +51,7 @@ func newProxy(t *testing.T, name, upstream string, extra ...string) *proxyProc {
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
+			t.Logf("%s: errors in the proxy's log:\n%s", name, p.logErrors(30))
 			t.Logf("%s: end of the proxy's log:\n%s", name, p.logTail(6000))
 		}
 	})
@@ -146,10 +147,34 @@ func (p *proxyProc) wait(d time.Duration) error {
 	}
 }
 
+// running reports whether the process is alive.
+func (p *proxyProc) running() bool {
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // log returns what the proxy wrote so far, over all its runs.
 func (p *proxyProc) log() string {
 	b, _ := os.ReadFile(p.logPath)
 	return string(b)
+}
+
+// logErrors returns up to n lines of the log at level ERROR.
+func (p *proxyProc) logErrors(n int) string {
+	var out []string
+	for line := range strings.SplitSeq(p.log(), "\n") {
+		if strings.Contains(line, "level=ERROR") && len(out) < n {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func (p *proxyProc) logTail(n int) string {
