@@ -8,7 +8,8 @@
 // Server). A session owns one client connection and its upstream connection
 // (session.go). Startup, TLS and the authentication relay are in startup.go;
 // cancellation in cancel.go; the upstream dialer in upstream.go; framing in
-// frame.go; the translation of Go errors into ErrorResponse messages in
+// frame.go; the decoding of the client messages the proxy reads itself in
+// message.go; the translation of Go errors into ErrorResponse messages in
 // errors.go, the only place where that happens.
 //
 // # Session lifecycle

@@ -33,8 +33,10 @@ import (
 // intercepted statement are answered by the proxy (ParameterDescription and
 // RowDescription with the function's real signature); Sync is always
 // forwarded, so ReadyForQuery carries the upstream's own transaction
-// status. After an error the session discards messages until Sync, as
-// Postgres does.
+// status. Bind checks its parameters when it arrives, as Postgres does,
+// and converts them to text. After an error the session discards messages
+// until Sync, as Postgres does. Portals end with their transaction (see
+// livePortal).
 
 // Queue is what a session needs from the Fetchq backend. *backend.Store
 // implements it.
@@ -728,7 +730,8 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, params [][]byte, r
 // forwards any statement of its own (which might change its role).
 func (s *session) batchable(db *upstreamDB, id string, args []backend.Value) bool {
 	b := s.srv.cfg.Batcher
-	if b == nil || byte(s.txStatus.Load()) != 'I' || !b.Batchable(id, args) || len(args) == 0 || args[0].Null {
+	if b == nil || byte(s.txStatus.Load()) != 'I' || !b.Batchable(id, args) || len(args) == 0 || args[0].Null ||
+		!backend.PlainArgs(id, args) { // Postgres checks such jsonb text on this connection
 		return false
 	}
 	queue := args[0].Text
