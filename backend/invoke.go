@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Value is one argument of an intercepted call as the proxy received it.
@@ -133,11 +135,19 @@ func Columns(id string) []string {
 
 // Invoke runs the overload id (see [Overloads]) with args, one per declared
 // argument, on db and returns its result as the extension would. Argument
-// text is converted like Postgres' input functions do (integers, booleans,
-// JSON validity), failing with 22P02 or 22003; an unknown id or a wrong
-// number of arguments fails with 42883. Errors are *Error or, from
-// Postgres, *pgconn.PgError; see the method of each function for its error
-// policy.
+// text is converted like Postgres' input functions do (integers and
+// booleans in Go, failing with 22P02 or 22003; jsonb text that is not plain
+// JSON by Postgres itself, see scanJSON); an unknown id or a wrong number
+// of arguments fails with 42883. Errors are *Error or, from Postgres,
+// *pgconn.PgError; see the method of each function for its error policy.
+//
+// Postgres checks USAGE on schema fetchq before it runs any of the
+// extension's functions. A call whose statements touch the fetchq tables
+// gets that check from Postgres; so, before an argument error and when the
+// call answered without running any statement (info(), an invalid queue
+// name, a NULL argument), Invoke runs it on db, which must therefore be a
+// connection with the client's role: a role without USAGE gets Postgres'
+// 42501 "permission denied for schema fetchq" instead of the answer.
 func (s *Store) Invoke(ctx context.Context, db DB, id string, args []Value) (*Result, error) {
 	o, ok := overloadsByID[id]
 	if !ok {
@@ -150,20 +160,73 @@ func (s *Store) Invoke(ctx context.Context, db DB, id string, args []Value) (*Re
 			kind:    ErrUnknownOverload,
 		}
 	}
+	c := &callDB{db: db}
 	conv := make([]arg, len(args))
 	for i, v := range args {
+		if o.args[i] == argJSONB && !v.Null && !v.Now && !v.Epoch {
+			if _, plain := scanJSON(v.Text); !plain {
+				// Postgres' jsonb input decides, with its own error.
+				c.checked = true
+				if err := checkUsage(ctx, db, &v.Text); err != nil {
+					return nil, err
+				}
+			}
+			conv[i] = arg{str: v.Text}
+			continue
+		}
 		a, err := convertArg(o, i, v)
 		if err != nil {
-			return nil, err
+			return nil, c.usageFirst(ctx, err)
 		}
 		conv[i] = a
 	}
-	res, err := o.call(s, ctx, db, conv)
+	res, err := o.call(s, ctx, c, conv)
+	if !c.ran {
+		err = c.usageFirst(ctx, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	res.Columns = o.columns
 	return res, nil
+}
+
+// callDB is the DB of one Invoke call. It records whether the call ran any
+// statement of its own, and whether the USAGE check already ran.
+type callDB struct {
+	db      DB
+	ran     bool
+	checked bool
+}
+
+func (c *callDB) Query(ctx context.Context, sql string, a []any, scan func(row [][]byte) error) (pgconn.CommandTag, error) {
+	c.ran = true
+	return c.db.Query(ctx, sql, a, scan)
+}
+
+func (c *callDB) Atomic(ctx context.Context, fn func(DB) error) error {
+	c.ran = true
+	return c.db.Atomic(ctx, fn)
+}
+
+// Autocommit implements Autocommitter when the underlying DB does.
+func (c *callDB) Autocommit() bool {
+	ac, ok := c.db.(Autocommitter)
+	return ok && ac.Autocommit()
+}
+
+// usageFirst returns the error of the USAGE check when it fails (Postgres
+// reports it before any argument error or answer), else err. It runs the
+// check once per call, and not after a context error.
+func (c *callDB) usageFirst(ctx context.Context, err error) error {
+	if c.checked || ctx.Err() != nil {
+		return err
+	}
+	c.checked = true
+	if uerr := checkUsage(ctx, c.db, nil); uerr != nil {
+		return uerr
+	}
+	return err
 }
 
 // convertArg converts the i-th argument of o to its declared type.

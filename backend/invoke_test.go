@@ -1,10 +1,13 @@
 package backend
 
 import (
+	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 )
 
@@ -86,8 +89,8 @@ func TestOverloads(t *testing.T) {
 
 func TestInvokeArgumentErrors(t *testing.T) {
 	t.Parallel()
-	s := New(Config{})
-	var db DB // never reached: arguments are converted first
+	tb := setup(t)
+	s, db := tb.store, tb.db
 	for _, tt := range []struct {
 		id      string
 		args    []Value
@@ -103,8 +106,6 @@ func TestInvokeArgumentErrors(t *testing.T) {
 		{"doc_pick(varchar,integer)", v("q", "+-1"), "22P02", ""},
 		{"queue_truncate(varchar,boolean)", v("q", "maybe"), "22P02", `invalid input syntax for type boolean: "maybe"`},
 		{"queue_truncate(varchar,boolean)", v("q", "o"), "22P02", ""},
-		{"doc_push(varchar,varchar,jsonb)", v("q", "s", "{nope"), "22P02", "invalid input syntax for type json"},
-		{"doc_push(varchar,varchar,jsonb)", v("q", "s", ""), "22P02", "invalid input syntax for type json"},
 		{"doc_push(varchar,varchar)", []Value{{Text: "q"}, now}, "42804", ""},
 	} {
 		_, err := s.Invoke(t.Context(), db, tt.id, tt.args)
@@ -115,6 +116,120 @@ func TestInvokeArgumentErrors(t *testing.T) {
 			require.Equal(t, tt.message, e.Message)
 		}
 	}
+
+	// jsonb text that is not plain JSON is checked by Postgres' jsonb
+	// input, whatever the queue: its SQLSTATE and message.
+	for _, tt := range []struct {
+		id, payload, code, message string
+	}{
+		{"doc_push(varchar,varchar,jsonb)", "{nope", "22P02", "invalid input syntax for type json"},
+		{"doc_push(varchar,varchar,jsonb)", "", "22P02", "invalid input syntax for type json"},
+		{"doc_push(varchar,varchar,jsonb)", `"\u0000"`, "22P05", "unsupported Unicode escape sequence"},
+		{"doc_append(varchar,jsonb)", `{"n":1e999999}`, "22003", "value overflows numeric format"},
+		{"doc_complete(varchar,varchar,jsonb)", `["\ud800"]`, "22P02", "invalid input syntax for type json"},
+		{"log_error(varchar,varchar,varchar,jsonb)", strings.Repeat("[", 20000) + strings.Repeat("]", 20000), "54001", "stack depth limit exceeded"},
+	} {
+		for _, q := range []any{"q", "a-b", nil} {
+			args := v(q, "s", "m", tt.payload)
+			if tt.id == "doc_append(varchar,jsonb)" {
+				args = v(q, tt.payload)
+			} else if tt.id != "log_error(varchar,varchar,varchar,jsonb)" {
+				args = v(q, "s", tt.payload)
+			}
+			_, err := s.Invoke(t.Context(), db, tt.id, args)
+			var pg *pgconn.PgError
+			require.ErrorAs(t, err, &pg, "%s %q", tt.id, tt.payload)
+			require.Equal(t, tt.code, pg.Code, "%s %q", tt.id, tt.payload)
+			require.Equal(t, tt.message, pg.Message)
+		}
+	}
+	// Valid JSON that is not plain is stored.
+	res, err := s.Invoke(t.Context(), db, "queue_create(varchar)", v("q"))
+	require.NoError(t, err)
+	require.Equal(t, "t", string(res.Rows[0][0]))
+	deep := strings.Repeat("[", 1000) + strings.Repeat("]", 1000)
+	for i, p := range []string{deep, `{"n":1e1000}`, `"\ud83d\ude00"`, `"\u00e9"`} {
+		res, err := s.Invoke(t.Context(), db, "doc_push(varchar,varchar,jsonb)", v("q", "s"+strconv.Itoa(i), p))
+		require.NoError(t, err, p)
+		require.Equal(t, r1("1"), res.Rows, p)
+	}
+}
+
+func TestScanJSON(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		in           string
+		valid, plain bool
+	}{
+		{`{}`, true, true},
+		{` [1, -2.5e+10, "a\"b", true, false, null, {"k": []}] `, true, true},
+		{`"\ud83d\ude00"`, true, true},
+		{`"\u00e9\u0041"`, true, true},
+		{`0`, true, true},
+		{`1e0999`, true, true},
+		{`1e1000`, true, false},
+		{`"\u0000"`, true, false},
+		{`"\ud800"`, true, false},
+		{`"\ud800x"`, true, false},
+		{`"\udc00"`, true, false},
+		{`"\ud800\u0041"`, true, false},
+		{strings.Repeat("[", 64) + strings.Repeat("]", 64), true, true},
+		{strings.Repeat("[", 65) + strings.Repeat("]", 65), true, false},
+		{strings.Repeat("[", 20000) + strings.Repeat("]", 20000), true, false},
+		{"1" + strings.Repeat("0", 100), true, false},
+		{"\"\xff\"", true, false},
+		{"", false, false},
+		{" ", false, false},
+		{"{", false, false},
+		{`{"a":}`, false, false},
+		{`{"a" 1}`, false, false},
+		{`{1:1}`, false, false},
+		{`[1,]`, false, false},
+		{`[1 2]`, false, false},
+		{`{"a":1}}`, false, false},
+		{`{"a":1,}`, false, false},
+		{"01", false, false},
+		{"1.", false, false},
+		{".5", false, false},
+		{"+1", false, false},
+		{"-", false, false},
+		{"1e", false, false},
+		{"1e+", false, false},
+		{"NaN", false, false},
+		{"tru", false, false},
+		{"nul", false, false},
+		{"'a'", false, false},
+		{`"\x"`, false, false},
+		{`"\u00"`, false, false},
+		{`"\u00g0"`, false, false},
+		{"\"\t\"", false, false},
+		{"\"a", false, false},
+		{"[}", false, false},
+		{"{]", false, false},
+		{"\x00", false, false},
+	} {
+		valid, plain := scanJSON(tt.in)
+		require.Equal(t, tt.valid, valid, "valid %q", tt.in)
+		require.Equal(t, tt.plain, plain, "plain %q", tt.in)
+		if len(tt.in) < 10000 {
+			require.Equal(t, json.Valid([]byte(tt.in)), valid, "json.Valid %q", tt.in)
+		}
+	}
+}
+
+func FuzzScanJSON(f *testing.F) {
+	for _, s := range []string{`{}`, `[1,"a",{"b":null}]`, `"\ud800\udc00"`, `1e5`, `{"a":[true,false]}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		valid, plain := scanJSON(s)
+		if strings.Count(s, "[")+strings.Count(s, "{") < 10000 && valid != json.Valid([]byte(s)) {
+			t.Fatalf("scanJSON(%q) valid = %v, json.Valid says %v", s, valid, !valid)
+		}
+		if plain && !valid {
+			t.Fatalf("scanJSON(%q) plain but not valid", s)
+		}
+	})
 }
 
 func TestParseArgs(t *testing.T) {

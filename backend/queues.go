@@ -380,11 +380,11 @@ type QueueDropIndexesResult struct {
 // QueueDropIndexes is fetchq.queue_drop_indexes(q): it drops (IF EXISTS)
 // the pick index of the queue's current version and the pnd, orp, dod and
 // ups indexes; pick indexes of other versions stay. True also for a
-// nonexistent queue; false for an invalid name or a failure.
+// nonexistent queue, which an invalid name is; false for a failure.
 func (s *Store) QueueDropIndexes(ctx context.Context, db DB, p QueueParams) (QueueDropIndexesResult, error) {
 	q, ok := parseQueue(p.Queue)
 	if !ok {
-		return QueueDropIndexesResult{}, nil
+		return QueueDropIndexesResult{WasDropped: true}, nil
 	}
 	err := db.Atomic(ctx, func(db DB) error {
 		_, version, _, found, err := registry(ctx, db, q, false)
@@ -430,8 +430,8 @@ type QueueSettingResult struct {
 // the registry and, unlike 4.0.2 (which tried to drop the indexes under
 // wrong names), rebuilds the orphan and dead indexes when the value changed,
 // then creates any missing index. Reject, orphan and dead logic read the new
-// value immediately. A nonexistent queue gives (0, true); an invalid name or
-// a failed update (0, false).
+// value immediately. A nonexistent queue (an invalid name included) gives
+// (0, true); a failed update (0, false).
 func (s *Store) QueueSetMaxAttempts(ctx context.Context, db DB, p QueueSetMaxAttemptsParams) (QueueSettingResult, error) {
 	return s.setQueueSetting(ctx, db, "queue_set_max_attempts", p.Queue, "max_attempts", p.MaxAttempts)
 }
@@ -447,7 +447,8 @@ type QueueSetCurrentVersionParams struct {
 // updates the registry and creates the pick index of the new version (and
 // any other missing index). The pick index of the old version stays, so its
 // documents remain fast to pick; drop it with QueueDropVersion. A nonexistent
-// queue gives (0, true); an invalid name or a failed update (0, false).
+// queue (an invalid name included) gives (0, true); a failed update (0,
+// false).
 func (s *Store) QueueSetCurrentVersion(ctx context.Context, db DB, p QueueSetCurrentVersionParams) (QueueSettingResult, error) {
 	return s.setQueueSetting(ctx, db, "queue_set_current_version", p.Queue, "current_version", p.Version)
 }
@@ -456,7 +457,7 @@ func (s *Store) QueueSetCurrentVersion(ctx context.Context, db DB, p QueueSetCur
 func (s *Store) setQueueSetting(ctx context.Context, db DB, fn, name, column string, value int32) (QueueSettingResult, error) {
 	q, ok := parseQueue(name)
 	if !ok {
-		return QueueSettingResult{}, nil
+		return QueueSettingResult{WasReindexed: true}, nil // no such queue
 	}
 	var affected int32
 	err := db.Atomic(ctx, func(db DB) error {
@@ -499,11 +500,11 @@ type QueueDropVersionResult struct {
 // QueueDropVersion is fetchq.queue_drop_version(q, v): false when v is the
 // queue's current version; otherwise it drops the pick index of version v
 // (4.0.2 used a wrong name and dropped nothing) and returns true, also for a
-// nonexistent queue. An invalid name or a failure gives false.
+// nonexistent queue, which an invalid name is. A failure gives false.
 func (s *Store) QueueDropVersion(ctx context.Context, db DB, p QueueDropVersionParams) (QueueDropVersionResult, error) {
 	q, ok := parseQueue(p.Queue)
 	if !ok {
-		return QueueDropVersionResult{}, nil
+		return QueueDropVersionResult{WasDropped: true}, nil
 	}
 	current := false
 	err := db.Atomic(ctx, func(db DB) error {

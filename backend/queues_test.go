@@ -323,7 +323,7 @@ func TestQueueIndexes(t *testing.T) {
 	require.True(t, d.WasDropped)
 	d, err = tb.store.QueueDropIndexes(tb.ctx, tb.db, QueueParams{Queue: "a-b"})
 	require.NoError(t, err)
-	require.False(t, d.WasDropped)
+	require.True(t, d.WasDropped, "an invalid name is a nonexistent queue")
 }
 
 func TestQueueSettings(t *testing.T) {
@@ -360,13 +360,20 @@ func TestQueueSettings(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, dv.WasDropped)
 
-	// Nonexistent queue: (0, true); invalid name: (0, false).
+	dv, err = tb.store.QueueDropVersion(tb.ctx, tb.db, QueueDropVersionParams{Queue: "a-b", Version: 0})
+	require.NoError(t, err)
+	require.True(t, dv.WasDropped)
+
+	// Nonexistent queue, an invalid name included: (0, true).
 	r, err = tb.store.QueueSetMaxAttempts(tb.ctx, tb.db, QueueSetMaxAttemptsParams{Queue: "nope", MaxAttempts: 3})
 	require.NoError(t, err)
 	require.Equal(t, QueueSettingResult{WasReindexed: true}, r)
 	r, err = tb.store.QueueSetCurrentVersion(tb.ctx, tb.db, QueueSetCurrentVersionParams{Queue: "a-b", Version: 3})
 	require.NoError(t, err)
-	require.Equal(t, QueueSettingResult{}, r)
+	require.Equal(t, QueueSettingResult{WasReindexed: true}, r)
+	r, err = tb.store.QueueSetMaxAttempts(tb.ctx, tb.db, QueueSetMaxAttemptsParams{Queue: "q; DROP TABLE x", MaxAttempts: 3})
+	require.NoError(t, err)
+	require.Equal(t, QueueSettingResult{WasReindexed: true}, r)
 
 	// Retention settings.
 	lr, err := tb.store.QueueSetLogsRetention(tb.ctx, tb.db, QueueSetRetentionParams{Queue: "foo", Retention: "1h"})
