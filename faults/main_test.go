@@ -16,6 +16,10 @@ import (
 // full selects the full sizes: go test ./faults -full.
 var full = flag.Bool("full", false, "run the fault tests at full size (100,000 and 200,000 documents, more kills and restarts)")
 
+// EnvProxyBin names an environment variable holding the path of a
+// fetchq-proxy binary to test instead of building ./cmd/fetchq-proxy.
+const EnvProxyBin = "FETCHQ_FAULTS_PROXY_BIN"
+
 // proxyBin is the fetchq-proxy binary built by TestMain.
 var proxyBin string
 
@@ -27,7 +31,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	proxyBin = filepath.Join(dir, "fetchq-proxy")
-	if err := build(proxyBin); err != nil {
+	if bin := os.Getenv(EnvProxyBin); bin != "" {
+		proxyBin = bin
+	} else if err := build(proxyBin); err != nil {
 		fmt.Fprintf(os.Stderr, "faults: building the fetchq-proxy binary: %v\n", err)
 		_ = os.RemoveAll(dir)
 		os.Exit(1)

@@ -152,9 +152,9 @@ func classify(err error) (class string, clean bool) {
 // one queue through proxies.
 type run struct {
 	queue   string
-	lock    string        // doc_pick's lock duration, e.g. "2s"
-	limit   int           // documents per pick
-	dsns    []string      // worker i connects to dsns[i % len(dsns)]
+	lock    string   // doc_pick's lock duration, e.g. "2s"
+	limit   int      // documents per pick
+	dsns    []string // worker i connects to dsns[i % len(dsns)]
 	tr      *tracker
 	pause   time.Duration // idle time after an empty pick
 	workers sync.WaitGroup
