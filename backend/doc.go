@@ -77,6 +77,18 @@
 //     as empty strings), doc_reject's details (no log row). Invoke applies
 //     these rules; the Params types document the typed equivalents.
 //
+// # Arguments and privileges
+//
+// [Store.Invoke] converts argument text as the extension's parameter types
+// would: integers and booleans in Go, with Postgres' messages; jsonb text
+// by a single Go scan that vouches for plain JSON (nearly every payload,
+// no extra statement) and otherwise by Postgres' own jsonb input on the
+// call's connection, so a refused payload gets exactly Postgres' SQLSTATE
+// and message. Postgres checks USAGE on schema fetchq before it runs any
+// function of the extension; Invoke runs that check itself where the call
+// would otherwise answer without a statement (info(), an invalid queue
+// name, a NULL argument) or fail on an argument.
+//
 // # Transactions
 //
 // Every operation that issues more than one statement runs them inside
