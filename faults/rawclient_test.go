@@ -172,8 +172,10 @@ func (rc *rawConn) readUntilReady(rows *[][]string) (tag string, err error) {
 	}
 }
 
-// strictFatal makes any message after a FATAL ErrorResponse a failure.
-var strictFatal = flag.Bool("strict-fatal", false, "fail when a FATAL ErrorResponse is followed by more messages (known deviations of the proxy when Postgres goes away)")
+// strict makes the known deviations of the proxy failures: messages after
+// a FATAL ErrorResponse (see afterFatal) and intercepted calls in flight
+// at SIGTERM answered with 57P01 (see TestSigtermUnderLoad).
+var strict = flag.Bool("strict", false, "fail on the known deviations of the proxy (messages after a FATAL when Postgres goes away; intercepted calls in flight at SIGTERM cut off)")
 
 // afterFatal reads what follows a FATAL ErrorResponse: Postgres closes the
 // connection at once. Known deviations of the proxy, when Postgres goes
@@ -182,7 +184,7 @@ var strictFatal = flag.Bool("strict-fatal", false, "fail when a FATAL ErrorRespo
 // intercepted call cut off by the session's end; and a FATAL from a
 // service-pool connection relayed as the answer to an intercepted call,
 // followed by ReadyForQuery with the session kept open. They are recorded
-// in fe.after (and fail the test with -strict-fatal); a half message, an
+// in fe.after (and fail the test with -strict); a half message, an
 // unknown message or a connection that stays open otherwise is an error.
 func (rc *rawConn) afterFatal(fe *fatalError) error {
 	for len(fe.after) < 10 {
@@ -239,7 +241,7 @@ func rawClean(err error) (string, bool) {
 	switch {
 	case errors.As(err, &fe):
 		if len(fe.after) > 0 {
-			return "FATAL " + fe.code + " then " + strings.Join(fe.after, ", "), fe.code != "" && !*strictFatal
+			return "FATAL " + fe.code + " then " + strings.Join(fe.after, ", "), fe.code != "" && !*strict
 		}
 		return "FATAL " + fe.code, fe.code != ""
 	case errors.As(err, &qe):
