@@ -54,6 +54,9 @@
 // waiting for input. Message bodies larger than the buffer are streamed,
 // so memory per session stays bounded whatever the result size, and a
 // client that stops reading stops the upstream through TCP backpressure.
+// Buffers come from shared pools: a writer gives its buffer back with
+// every flush that empties it, a reader once its connection has been idle
+// for a second (buffers.go), so an idle session holds no I/O buffer.
 //
 // # Cancellation
 //

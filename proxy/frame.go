@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 )
 
 // Wire framing.
@@ -52,11 +53,22 @@ func (e *protocolError) SQLState() string { return "08P01" }
 // for concurrent use.
 type msgReader struct {
 	r *bufio.Reader
+
+	// Idle release (buffers.go): conn is the connection r reads, nil
+	// until releaseWhenIdle.
+	conn net.Conn
+	src  wakeReader
+	wake [16]byte
 }
 
 // header reads the next message header and returns its type and body
 // length. It consumes the header only.
 func (m *msgReader) header() (typ byte, n int, err error) {
+	if m.conn != nil && m.r.Buffered() == 0 {
+		if err := m.waitIdle(); err != nil {
+			return 0, 0, err
+		}
+	}
 	h, err := m.r.Peek(headerLen)
 	if err != nil {
 		if len(h) > 0 && err == io.EOF {
@@ -114,7 +126,7 @@ func (m *msgReader) next(buf []byte, limit int) (typ byte, body []byte, err erro
 }
 
 // copyBody forwards a body of n bytes to w without holding it in memory.
-func (m *msgReader) copyBody(w *bufio.Writer, n int) error {
+func (m *msgReader) copyBody(w *connWriter, n int) error {
 	for n > 0 {
 		chunk := n
 		if b := m.r.Buffered(); b > 0 && b < chunk {
@@ -141,7 +153,7 @@ func (m *msgReader) copyBody(w *bufio.Writer, n int) error {
 }
 
 // writeHeader appends a message header to w.
-func writeHeader(w *bufio.Writer, typ byte, n int) error {
+func writeHeader(w *connWriter, typ byte, n int) error {
 	var h [headerLen]byte
 	h[0] = typ
 	binary.BigEndian.PutUint32(h[1:], uint32(n+4))
@@ -150,7 +162,7 @@ func writeHeader(w *bufio.Writer, typ byte, n int) error {
 }
 
 // writeMsg writes a whole message.
-func writeMsg(w *bufio.Writer, typ byte, body []byte) error {
+func writeMsg(w *connWriter, typ byte, body []byte) error {
 	if err := writeHeader(w, typ, len(body)); err != nil {
 		return err
 	}
@@ -164,7 +176,7 @@ type encoder interface {
 }
 
 // writeEncoded encodes a pgproto3 message into w.
-func writeEncoded(w *bufio.Writer, msg encoder) error {
+func writeEncoded(w *connWriter, msg encoder) error {
 	b, err := msg.Encode(nil)
 	if err != nil {
 		return err

@@ -19,7 +19,8 @@ import (
 )
 
 // TestThousandIdleClients: 1,000 clients connect, stay idle together, and
-// are all served when they speak again.
+// are all served when they speak again. While idle, their sessions hold
+// no read buffer.
 func TestThousandIdleClients(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -56,7 +57,11 @@ func TestThousandIdleClients(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	time.Sleep(500 * time.Millisecond) // all idle at once
+	// All idle at once: past the idle-release delay (1s), every session's
+	// two readers wait without a buffer (other tests' idle sessions count
+	// too, so at least).
+	require.Eventually(t, func() bool { return proxy.IdleReaders() >= 2*n }, 20*time.Second, 50*time.Millisecond,
+		"idle readers: %d", proxy.IdleReaders())
 
 	var served atomic.Int64
 	for i, c := range conns {

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -46,7 +45,7 @@ type session struct {
 	cr   msgReader
 
 	cmu sync.Mutex // guards cw
-	cw  *bufio.Writer
+	cw  *connWriter
 
 	upMu  sync.Mutex // guards up and upKey for close and cancel
 	up    *serverConn

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -210,14 +209,16 @@ func (s *session) startup() error {
 	}
 	_ = s.conn.SetDeadline(noDeadline)
 	_ = up.conn.SetDeadline(noDeadline)
+	s.cr.releaseWhenIdle(s.conn)
+	up.r.releaseWhenIdle(up.conn)
 	return nil
 }
 
 // initClientIO sets up buffered client I/O once the connection (plain or
 // TLS) is final.
 func (s *session) initClientIO() {
-	s.cr = msgReader{r: bufio.NewReaderSize(s.conn, bufSize)}
-	s.cw = bufio.NewWriterSize(s.conn, bufSize)
+	s.cr = newMsgReader(s.conn)
+	s.cw = newConnWriter(s.conn)
 }
 
 // relayAuth relays the authentication exchange and the messages up to the

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -26,7 +25,7 @@ type upstreamKey struct {
 type serverConn struct {
 	conn net.Conn
 	r    msgReader
-	w    *bufio.Writer
+	w    *connWriter
 	key  upstreamKey
 }
 
@@ -78,8 +77,8 @@ func dialUpstream(ctx context.Context, cfg *pgconn.Config) (*serverConn, error) 
 		}
 		return &serverConn{
 			conn: conn,
-			r:    msgReader{r: bufio.NewReaderSize(conn, bufSize)},
-			w:    bufio.NewWriterSize(conn, bufSize),
+			r:    newMsgReader(conn),
+			w:    newConnWriter(conn),
 			key:  upstreamKey{network: network, address: address},
 		}, nil
 	}
