@@ -22,8 +22,9 @@ const (
 	// (proxy session, Postgres backend, client) before one was measured.
 	idleGuessPerConn = 4 << 20
 	// idleSettle is how long W5 waits before reading RSS, for the proxy's
-	// sessions and the runtime to settle.
-	idleSettle = time.Second
+	// sessions and the runtime to settle (longer than the second after
+	// which an idle session gives its read buffers back).
+	idleSettle = 3 * time.Second
 )
 
 // runIdle measures W5: a fresh proxy, its RSS, N idle client connections
