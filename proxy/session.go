@@ -82,6 +82,7 @@ type session struct {
 	sawCommit      bool
 	effectsPending atomic.Bool
 	partial        atomic.Bool // extended-protocol messages forwarded since the last Sync
+	handling       atomic.Bool // the session goroutine holds a client message (it is not waiting for one)
 	closing        atomic.Bool
 
 	intercepting bool // Fetchq calls are intercepted (Config.Rewriter and Queue set)
@@ -139,11 +140,15 @@ func (s *session) readClient() error {
 			if err := s.flushBeforeRead(); err != nil {
 				return err
 			}
+			s.handling.Store(false)
 		}
 		typ, n, err := s.cr.header()
 		if err != nil {
 			return s.clientReadFailed(err)
 		}
+		// From here until it waits again the session is busy, even when
+		// nothing is forwarded: an intercepted call runs in this goroutine.
+		s.handling.Store(true)
 		if n > maxSmallMessageLen && !largeMessage(typ) {
 			// As Postgres: only a few message types may be long; a
 			// Sync claiming 100 KB is refused without waiting for it.
@@ -523,10 +528,12 @@ func (s *session) fail(err error) error {
 	return err
 }
 
-// idle reports whether the session has no request in flight and no open
-// transaction, so that Shutdown may end it without losing work.
+// idle reports whether the session waits for its client's next message
+// with no request in flight (forwarded, or an intercepted call running)
+// and no open transaction, so that Shutdown may end it without losing
+// work.
 func (s *session) idle() bool {
-	return s.up != nil && !s.partial.Load() && s.q.len() == 0 &&
+	return s.up != nil && !s.handling.Load() && !s.partial.Load() && s.q.len() == 0 &&
 		byte(s.txStatus.Load()) == 'I'
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 )
@@ -79,4 +80,67 @@ func TestShutdownTimeoutClosesBusy(t *testing.T) {
 		err := b.db.Pool(t).QueryRow(ctx, "SELECT count(*) FROM abandoned").Scan(&n)
 		return err == nil && n == 0
 	}, 10*time.Second, 50*time.Millisecond)
+}
+
+// TestShutdownWaitsForCalls: a session whose only work in flight is an
+// intercepted call (nothing forwarded: batched on the service pool, or run
+// by the proxy on the client's connection) is busy, not idle: Shutdown
+// lets the call finish and the client gets its answer before the 57P01.
+func TestShutdownWaitsForCalls(t *testing.T) {
+	t.Parallel()
+	b, _, _ := setupFull(t)
+	conn := fetchqConn(t, b, "sd")
+	ctx := ctxT(t, time.Minute)
+	for _, s := range []string{"a", "b"} {
+		_, err := conn.Exec(ctx, "SELECT * FROM fetchq.doc_push('sd', $1, 0, 0, NOW() - INTERVAL '1 second', '{}')", s)
+		require.NoError(t, err)
+	}
+
+	// Hold the documents table so that calls wait for it.
+	locker, err := b.db.Pool(t).Begin(ctx)
+	require.NoError(t, err)
+	defer locker.Rollback(context.Background())
+	_, err = locker.Exec(ctx, "LOCK TABLE fetchq_data.sd__docs IN ACCESS EXCLUSIVE MODE")
+	require.NoError(t, err)
+
+	type answer struct {
+		subject string
+		err     error
+	}
+	answers := make(chan answer, 2)
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		c, err := pgx.Connect(ctx, b.proxyDSN("", ""))
+		require.NoError(t, err)
+		defer c.Close(context.Background())
+		go func() {
+			var a answer
+			a.err = c.QueryRow(ctx, "SELECT subject FROM fetchq.doc_pick('sd', 0, 1, '5m')", mode).Scan(&a.subject)
+			answers <- a
+		}()
+	}
+	// Both calls wait for the lock.
+	require.Eventually(t, func() bool {
+		var n int
+		err := b.db.Pool(t).QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE relation = 'fetchq_data.sd__docs'::regclass AND NOT granted").Scan(&n)
+		return err == nil && n >= 1
+	}, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+
+	shutdown := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		shutdown <- b.srv.Shutdown(sctx)
+	}()
+	time.Sleep(300 * time.Millisecond) // Shutdown would have closed them by now
+	require.NoError(t, locker.Rollback(ctx))
+
+	got := map[string]bool{}
+	for range 2 {
+		a := <-answers
+		require.NoError(t, a.err, "a call in flight at shutdown gets its answer")
+		got[a.subject] = true
+	}
+	require.Equal(t, map[string]bool{"a": true, "b": true}, got)
+	require.NoError(t, <-shutdown)
 }
