@@ -63,7 +63,7 @@ func NewBatcher(cfg BatcherConfig) *Batcher {
 	cfg.Timeout = cmp.Or(cfg.Timeout, 30*time.Second)
 	cfg.MaxPick = cmp.Or(cfg.MaxPick, 1000)
 	return &Batcher{
-		cfg: cfg, db: PoolDB(cfg.Pool),
+		cfg: cfg, db: newStaleRetryDB(cfg.Pool),
 		picks:    make(map[pickKey]*group[*pickReq]),
 		resolves: make(map[resolveKey]*group[*resolveReq]),
 		pushes:   make(map[string]*group[*pushReq]),
