@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -695,12 +696,24 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, params [][]byte, r
 	}
 	var res *backend.Result
 	var err error
-	if s.batchable(db, call.Func.ID, args) {
+	batched := s.batchable(db, call.Func.ID, args)
+	if batched {
 		res, err = s.srv.cfg.Batcher.Invoke(s.ctx, call.Func.ID, args)
 	} else {
 		res, err = s.srv.cfg.Queue.Invoke(s.ctx, db, call.Func.ID, args)
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+	case batched:
+		return s.serviceErrorForClient(err)
+	case isFatal(err):
+		// The client's own backend ended the connection (a Postgres
+		// shutdown, pg_terminate_backend): so does the session, with
+		// that FATAL and nothing after it.
+		s.sendFatal(internalErrorForClient(err))
+		s.close()
+		return err
+	default:
 		return internalErrorForClient(err)
 	}
 	s.effects(res.Effects)
@@ -802,6 +815,41 @@ func (s *session) trackTxEnd(typ byte, body []byte) {
 			s.endTx(committed)
 		}
 	}
+}
+
+// isFatal reports whether err is a Postgres error that ended its
+// connection (FATAL or PANIC).
+func isFatal(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	sev := cmp.Or(pgErr.SeverityUnlocalized, pgErr.Severity)
+	return sev == "FATAL" || sev == "PANIC"
+}
+
+// serviceErrorForClient turns the error of a call that ran on the service
+// pool into what its client gets. The client's own connection is not the
+// one that failed, so a FATAL from a pool connection (Postgres shutting
+// down, a terminated backend) reaches it as an ERROR with the same code,
+// and a pool connection that could not be made or broke mid-call as an
+// ERROR 08006 (the cause goes to the log, never to the client: it may
+// name hosts and users).
+func (s *session) serviceErrorForClient(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		c := internalErrorForClient(err).(*pgconn.PgError)
+		if isFatal(c) {
+			c.Severity, c.SeverityUnlocalized = "ERROR", "ERROR"
+		}
+		return c
+	}
+	var st sqlStater
+	if errors.As(err, &st) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	s.logger.Warn("fetchq call failed on the service pool", "err", err)
+	return &Error{Code: "08006", Message: "the proxy's connection to the database failed during the call"}
 }
 
 // internalErrorForClient strips from a Postgres error raised by the

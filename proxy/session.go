@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fetchq/fetchq-proxy/backend"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // A session serves one client connection. It is not safe for concurrent
@@ -83,6 +85,7 @@ type session struct {
 	effectsPending atomic.Bool
 	partial        atomic.Bool // extended-protocol messages forwarded since the last Sync
 	handling       atomic.Bool // the session goroutine holds a client message (it is not waiting for one)
+	fatalSent      atomic.Bool // a FATAL ErrorResponse went to the client (set under cmu): nothing may follow it
 	closing        atomic.Bool
 
 	intercepting bool // Fetchq calls are intercepted (Config.Rewriter and Queue set)
@@ -404,6 +407,15 @@ func (s *session) readUpstream() error {
 			} else {
 				body = append([]byte(nil), body...)
 			}
+			if typ == 'E' && fatalSeverity(body) {
+				// Postgres is ending the client's connection under a
+				// statement of the proxy's: the client gets that FATAL
+				// (first, and nothing after it) as it would directly.
+				var er pgproto3.ErrorResponse
+				if er.Decode(body) == nil {
+					s.sendFatal(internalErrorForClient(pgErrorFrom(&er)))
+				}
+			}
 			head.capture.deliver(typ, body)
 		case body != nil:
 			s.cmu.Lock()
@@ -412,6 +424,19 @@ func (s *session) readUpstream() error {
 			if s.effectsPending.Load() {
 				s.trackTxEnd(typ, body)
 			}
+		case typ == 'E' && n <= maxInspectLen:
+			// Inspected for its severity: after a FATAL relayed from
+			// Postgres the client gets nothing more from the proxy.
+			if body, err = up.r.body(buf, n); err != nil {
+				return s.upstreamLost(err)
+			}
+			buf = body
+			s.cmu.Lock()
+			if !s.fatalSent.Load() {
+				s.fatalSent.Store(fatalSeverity(body))
+				err = writeMsg(s.cw, typ, body)
+			}
+			s.cmu.Unlock()
 		case typ == 'C' && s.effectsPending.Load() && n <= maxInspectLen:
 			if body, err = up.r.body(buf, n); err != nil {
 				return s.upstreamLost(err)
@@ -477,7 +502,9 @@ func (s *session) writeLocalsLocked() {
 	q := &s.q
 	for q.head < len(q.items) && q.items[q.head].kind == reqLocal {
 		s.cmu.Lock()
-		_, _ = s.cw.Write(q.items[q.head].local)
+		if !s.fatalSent.Load() {
+			_, _ = s.cw.Write(q.items[q.head].local)
+		}
 		s.cmu.Unlock()
 		q.popLocked()
 	}
@@ -492,8 +519,10 @@ func (s *session) respond(b []byte) {
 	defer q.mu.Unlock()
 	if q.head == len(q.items) {
 		s.cmu.Lock()
-		_, _ = s.cw.Write(b)
-		s.localUnflushed = true
+		if !s.fatalSent.Load() {
+			_, _ = s.cw.Write(b)
+			s.localUnflushed = true
+		}
 		s.cmu.Unlock()
 		return
 	}
@@ -506,25 +535,34 @@ func (s *session) upstreamLost(err error) error {
 	if s.closing.Load() {
 		return nil
 	}
-	s.logger.Warn("upstream connection lost; closing the client session", "err", err)
-	s.cmu.Lock()
-	_ = writeEncoded(s.cw, errorResponse(&Error{Code: "08006",
-		Message: "terminating connection because the upstream connection was lost"}, true, s.logger))
-	_ = s.cw.Flush()
-	s.cmu.Unlock()
+	if !s.fatalSent.Load() {
+		s.logger.Warn("upstream connection lost; closing the client session", "err", err)
+	}
+	s.sendFatal(&Error{Code: "08006", Message: "terminating connection because the upstream connection was lost"})
 	s.close()
 	return nil
 }
 
+// sendFatal sends err to the client as a FATAL ErrorResponse, unless a
+// FATAL already went (the proxy's own or one relayed from Postgres): as
+// from Postgres, nothing follows a FATAL.
+func (s *session) sendFatal(err error) {
+	if s.cw == nil {
+		return
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if s.fatalSent.Swap(true) {
+		return
+	}
+	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = writeEncoded(s.cw, errorResponse(err, true, s.logger))
+	_ = s.cw.Flush()
+}
+
 // fail sends err to the client as a FATAL ErrorResponse and returns it.
 func (s *session) fail(err error) error {
-	if s.cw != nil {
-		s.cmu.Lock()
-		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = writeEncoded(s.cw, errorResponse(err, true, s.logger))
-		_ = s.cw.Flush()
-		s.cmu.Unlock()
-	}
+	s.sendFatal(err)
 	return err
 }
 
@@ -543,12 +581,7 @@ func (s *session) terminate() {
 	if s.closing.Swap(true) {
 		return
 	}
-	s.cmu.Lock()
-	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = writeEncoded(s.cw, errorResponse(&Error{Code: "57P01",
-		Message: "terminating connection due to administrator command"}, true, s.logger))
-	_ = s.cw.Flush()
-	s.cmu.Unlock()
+	s.sendFatal(&Error{Code: "57P01", Message: "terminating connection due to administrator command"})
 	s.close()
 }
 
@@ -605,4 +638,27 @@ func (s *session) logDisconnect(msg string, err error) {
 func isNormalClosure(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// fatalSeverity reports whether the body of an ErrorResponse has the
+// severity FATAL or PANIC, after which Postgres closes the connection. The
+// unlocalized severity (V) decides; without it, the localized one (S).
+func fatalSeverity(body []byte) bool {
+	sev := ""
+	for len(body) > 1 && body[0] != 0 {
+		code := body[0]
+		end := bytes.IndexByte(body[1:], 0)
+		if end < 0 {
+			break
+		}
+		switch code {
+		case 'V':
+			sev = string(body[1 : 1+end])
+			return sev == "FATAL" || sev == "PANIC"
+		case 'S':
+			sev = string(body[1 : 1+end])
+		}
+		body = body[2+end:]
+	}
+	return sev == "FATAL" || sev == "PANIC"
 }
