@@ -32,24 +32,10 @@ func TestPostgresRestart(t *testing.T) {
 	restarts := size(2, 6)
 	const lock = 2 * time.Second
 
-	dir, err := os.MkdirTemp("/tmp", "fqr")
-	require.NoError(t, err)
-	// Fast (no fsync: the machine does not crash, only Postgres), but
-	// synchronous_commit on: with it off, an immediate shutdown loses
-	// transactions whose commit was already acknowledged, and with them
-	// completes and picks the workers were told about (a document then
-	// shows as completed twice, or held by two workers).
-	opts := pgserver.Options{DataDir: dir, Fast: true, Settings: map[string]string{
-		"max_connections": "200", "synchronous_commit": "on",
-	}}
+	srv, opts := dedicatedServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := pgserver.Start(ctx, opts)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = srv.StopImmediate()
-		_ = os.RemoveAll(dir)
-	})
+	t.Cleanup(func() { _ = srv.StopImmediate() }) // the last one started
 	upstream := srv.ConnString(pgserver.SuperUser, "postgres")
 	pool, err := pgxpool.New(ctx, upstream)
 	require.NoError(t, err)
@@ -112,6 +98,33 @@ func TestPostgresRestart(t *testing.T) {
 		restarts, resumes, rp, r.tr.errorSummary(), time.Since(began).Round(time.Millisecond))
 	require.Positive(t, r.tr.errCount("raw "), "the raw clients saw the restarts")
 	require.Positive(t, rp.repicked, "documents held when Postgres went down came back after their lock")
+}
+
+// dedicatedServer starts a Postgres of the test's own, which it may stop,
+// crash and start again without disturbing the package's shared server. It
+// is stopped and removed when the test ends. opts starts it again on the
+// same data directory and socket.
+func dedicatedServer(t *testing.T) (*pgserver.Server, pgserver.Options) {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "fqr") // short: the socket lives in it
+	require.NoError(t, err)
+	// Fast (no fsync: the machine does not crash, only Postgres), but
+	// synchronous_commit on: with it off, an immediate shutdown loses
+	// transactions whose commit was already acknowledged, and with them
+	// completes and picks the workers were told about (a document then
+	// shows as completed twice, or held by two workers).
+	opts := pgserver.Options{DataDir: dir, Fast: true, Settings: map[string]string{
+		"max_connections": "200", "synchronous_commit": "on",
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := pgserver.Start(ctx, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = srv.StopImmediate()
+		_ = os.RemoveAll(dir)
+	})
+	return srv, opts
 }
 
 // leaders counts the sessions holding the maintainers' advisory lock in

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -172,20 +171,10 @@ func (rc *rawConn) readUntilReady(rows *[][]string) (tag string, err error) {
 	}
 }
 
-// strict makes the known deviations of the proxy failures: messages after
-// a FATAL ErrorResponse (see afterFatal) and intercepted calls in flight
-// at SIGTERM answered with 57P01 (see TestSigtermUnderLoad).
-var strict = flag.Bool("strict", false, "fail on the known deviations of the proxy (messages after a FATAL when Postgres goes away; intercepted calls in flight at SIGTERM cut off)")
-
 // afterFatal reads what follows a FATAL ErrorResponse: Postgres closes the
-// connection at once. Known deviations of the proxy, when Postgres goes
-// away under a session, are whole messages after the FATAL: a FATAL 08006
-// of its own after a FATAL relayed from Postgres; an ERROR answering an
-// intercepted call cut off by the session's end; and a FATAL from a
-// service-pool connection relayed as the answer to an intercepted call,
-// followed by ReadyForQuery with the session kept open. They are recorded
-// in fe.after (and fail the test with -strict); a half message, an
-// unknown message or a connection that stays open otherwise is an error.
+// connection at once, and so must the proxy. Whole messages that come
+// after it are recorded in fe.after (for the error message) and make the
+// call unclean; a half message or a connection left open is an error too.
 func (rc *rawConn) afterFatal(fe *fatalError) error {
 	for len(fe.after) < 10 {
 		typ, body, err := rc.next()
@@ -241,7 +230,7 @@ func rawClean(err error) (string, bool) {
 	switch {
 	case errors.As(err, &fe):
 		if len(fe.after) > 0 {
-			return "FATAL " + fe.code + " then " + strings.Join(fe.after, ", "), fe.code != "" && !*strict
+			return "FATAL " + fe.code + " then " + strings.Join(fe.after, ", "), false
 		}
 		return "FATAL " + fe.code, fe.code != ""
 	case errors.As(err, &qe):

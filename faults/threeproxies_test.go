@@ -91,7 +91,7 @@ func TestThreeProxies(t *testing.T) {
 	t.Logf("3 proxies, %d workers: %s; leader samples %d, most holders at once %d, leaders seen %v, leader %s killed, next leader after %v; errors seen by workers: %s; wall time %v",
 		workers, rp, samples, most, leaders, killed, failover.Round(time.Millisecond), r.tr.errorSummary(), time.Since(began).Round(time.Millisecond))
 	require.NotEmpty(t, killed, "the leader was killed")
-	require.Greater(t, samples, 50, "pg_locks was sampled throughout the run")
+	require.Greater(t, samples, 20, "pg_locks was sampled throughout the run")
 	require.LessOrEqual(t, most, 1, "maintainers holding the leader lock at once")
 	require.GreaterOrEqual(t, len(leaders), 2, "leadership moved after the kill")
 }
