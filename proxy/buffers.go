@@ -131,9 +131,29 @@ func newMsgReader(conn net.Conn) msgReader {
 }
 
 // releaseWhenIdle lets the reader give its buffer back while conn, the
-// connection it reads, is idle. The caller must not set read deadlines on
-// conn afterwards.
-func (m *msgReader) releaseWhenIdle(conn net.Conn) { m.conn = conn }
+// connection it reads, is idle, and gives it back now if nothing is
+// buffered: a session just started holds no buffer until its client
+// speaks. The caller must not set read deadlines on conn afterwards.
+func (m *msgReader) releaseWhenIdle(conn net.Conn) {
+	m.conn = conn
+	if m.r.Buffered() == 0 {
+		m.putBuffer()
+	}
+}
+
+// buffered returns how many bytes the reader holds.
+func (m *msgReader) buffered() int {
+	if m.r == nil {
+		return 0
+	}
+	return m.r.Buffered()
+}
+
+func (m *msgReader) putBuffer() {
+	m.r.Reset(nil)
+	bufReaderPool.Put(m.r)
+	m.r = nil
+}
 
 // wakeReader reads the bytes a reader received while idle, then its
 // connection.
@@ -154,22 +174,22 @@ func (w *wakeReader) Read(p []byte) (int, error) {
 // waitIdle waits for the next message when nothing is buffered: first with
 // the buffer for up to idleRelease, then without it (see I/O buffers).
 func (m *msgReader) waitIdle() error {
-	if err := m.conn.SetReadDeadline(time.Now().Add(idleRelease)); err != nil {
-		return nil // the connection cannot time out: just read
+	if m.r != nil {
+		if err := m.conn.SetReadDeadline(time.Now().Add(idleRelease)); err != nil {
+			return nil // the connection cannot time out: just read
+		}
+		_, err := m.r.Peek(1)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || m.r.Buffered() > 0 {
+			// Data (or another error, which the caller's read reports
+			// again) came first.
+			_ = m.conn.SetReadDeadline(time.Time{})
+			return nil
+		}
+		if err := m.conn.SetReadDeadline(time.Time{}); err != nil {
+			return err
+		}
+		m.putBuffer()
 	}
-	_, err := m.r.Peek(1)
-	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || m.r.Buffered() > 0 {
-		// Data (or another error, which the caller's read reports
-		// again) came first.
-		_ = m.conn.SetReadDeadline(time.Time{})
-		return nil
-	}
-	if err := m.conn.SetReadDeadline(time.Time{}); err != nil {
-		return err
-	}
-	m.r.Reset(nil)
-	bufReaderPool.Put(m.r)
-	m.r = nil
 	idleReaders.Add(1)
 	n, rerr := m.conn.Read(m.wake[:])
 	idleReaders.Add(-1)

@@ -64,7 +64,7 @@ type msgReader struct {
 // header reads the next message header and returns its type and body
 // length. It consumes the header only.
 func (m *msgReader) header() (typ byte, n int, err error) {
-	if m.conn != nil && m.r.Buffered() == 0 {
+	if m.conn != nil && m.buffered() == 0 {
 		if err := m.waitIdle(); err != nil {
 			return 0, 0, err
 		}

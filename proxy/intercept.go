@@ -454,7 +454,7 @@ func (s *session) abortIfInTx(db *upstreamDB) {
 
 // respondError queues err as an ErrorResponse.
 func (s *session) respondError(err error) {
-	s.respond(encodeMsgs(errorResponse(err, false, s.logger)))
+	s.respond(encodeMsgs(errorResponse(err, false, s.log())))
 }
 
 // respondReady queues ReadyForQuery with the upstream's current status,
@@ -848,7 +848,7 @@ func (s *session) serviceErrorForClient(err error) error {
 	if errors.As(err, &st) || errors.Is(err, context.Canceled) {
 		return err
 	}
-	s.logger.Warn("fetchq call failed on the service pool", "err", err)
+	s.log().Warn("fetchq call failed on the service pool", "err", err)
 	return &Error{Code: "08006", Message: "the proxy's connection to the database failed during the call"}
 }
 

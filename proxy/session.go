@@ -37,11 +37,14 @@ import (
 // LISTEN must still receive them, and Go cannot wait on two sockets from
 // one goroutine.
 type session struct {
-	srv    *Server
-	id     uint64
-	logger *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
+	srv *Server
+	id  uint64
+	// lg is the session's logger, made on first use (most sessions never
+	// log): see log.
+	lg             atomic.Pointer[slog.Logger]
+	user, database string // from the startup packet, for the log
+	ctx            context.Context
+	cancel         context.CancelFunc
 
 	conn net.Conn // client connection, TLS once negotiated
 	cr   msgReader
@@ -57,7 +60,7 @@ type session struct {
 	keySecret [4]byte
 
 	pmu    sync.Mutex
-	params map[string]string // ParameterStatus values, as the upstream reported them
+	params []paramStatus // ParameterStatus values, as the upstream reported them
 
 	q respQueue // requests awaiting their answers, in order
 
@@ -99,7 +102,6 @@ func (s *Server) newSession(conn net.Conn) *session {
 	return &session{
 		srv:    s,
 		id:     id,
-		logger: s.logger.With("session_id", id, "remote_addr", conn.RemoteAddr().String()),
 		ctx:    ctx,
 		cancel: cancel,
 		conn:   conn,
@@ -119,7 +121,7 @@ func (s *session) serve() {
 		}
 		return
 	}
-	s.logger.Debug("session started")
+	s.log().Debug("session started")
 
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- s.readUpstream() }()
@@ -139,7 +141,7 @@ func (s *session) serve() {
 func (s *session) readClient() error {
 	up := s.up
 	for {
-		if s.cr.r.Buffered() == 0 {
+		if s.cr.buffered() == 0 {
 			if err := s.flushBeforeRead(); err != nil {
 				return err
 			}
@@ -364,7 +366,7 @@ func (s *session) readUpstream() error {
 	up := s.up
 	var buf []byte
 	for {
-		if up.r.r.Buffered() == 0 {
+		if up.r.buffered() == 0 {
 			s.cmu.Lock()
 			err := s.cw.Flush()
 			s.cmu.Unlock()
@@ -536,7 +538,7 @@ func (s *session) upstreamLost(err error) error {
 		return nil
 	}
 	if !s.fatalSent.Load() {
-		s.logger.Warn("upstream connection lost; closing the client session", "err", err)
+		s.log().Warn("upstream connection lost; closing the client session", "err", err)
 	}
 	s.sendFatal(&Error{Code: "08006", Message: "terminating connection because the upstream connection was lost"})
 	s.close()
@@ -556,7 +558,7 @@ func (s *session) sendFatal(err error) {
 		return
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = writeEncoded(s.cw, errorResponse(err, true, s.logger))
+	_ = writeEncoded(s.cw, errorResponse(err, true, s.log()))
 	_ = s.cw.Flush()
 }
 
@@ -628,10 +630,10 @@ func (s *session) upstreamKey() *upstreamKey {
 // anything else at Info.
 func (s *session) logDisconnect(msg string, err error) {
 	if err == nil || isNormalClosure(err) || errors.Is(err, errAuthFailed) {
-		s.logger.Debug(msg, "err", err)
+		s.log().Debug(msg, "err", err)
 		return
 	}
-	s.logger.Info(msg, "err", err)
+	s.log().Info(msg, "err", err)
 }
 
 // isNormalClosure reports errors that just mean "the peer went away".
@@ -661,4 +663,19 @@ func fatalSeverity(body []byte) bool {
 		body = body[2+end:]
 	}
 	return sev == "FATAL" || sev == "PANIC"
+}
+
+// log returns the session's logger, with its id, address, user and
+// database.
+func (s *session) log() *slog.Logger {
+	if l := s.lg.Load(); l != nil {
+		return l
+	}
+	args := []any{"session_id", s.id, "remote_addr", s.conn.RemoteAddr().String()}
+	if s.user != "" || s.database != "" {
+		args = append(args, "user", s.user, "database", s.database)
+	}
+	l := s.srv.logger.With(args...)
+	s.lg.Store(l)
+	return l
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -176,13 +177,14 @@ func (s *session) startup() error {
 		}
 		startupParams[k] = params[k]
 	}
-	s.logger = s.logger.With("user", params["user"], "database", params["database"])
+	s.user, s.database = params["user"], params["database"]
+	s.lg.Store(nil) // a logger made earlier lacks them
 
 	ctx, cancel := context.WithDeadline(s.ctx, time.Now().Add(cfg.StartupTimeout))
 	defer cancel()
 	up, err := dialUpstream(ctx, cfg.Upstream)
 	if err != nil {
-		s.logger.Warn("upstream connection failed", "err", err)
+		s.log().Warn("upstream connection failed", "err", err)
 		return s.fail(err)
 	}
 	s.setUpstream(up)
@@ -362,9 +364,20 @@ func (s *session) recordParameter(body []byte) {
 		val = val[:j]
 	}
 	s.pmu.Lock()
-	if s.params == nil {
-		s.params = make(map[string]string)
+	defer s.pmu.Unlock()
+	// Names and most values are the same in every session: interned,
+	// they are stored once.
+	p := paramStatus{name: unique.Make(name), value: unique.Make(string(val))}
+	for i := range s.params {
+		if s.params[i].name == p.name {
+			s.params[i].value = p.value
+			return
+		}
 	}
-	s.params[name] = string(val)
-	s.pmu.Unlock()
+	s.params = append(s.params, p)
+}
+
+// paramStatus is one ParameterStatus value.
+type paramStatus struct {
+	name, value unique.Handle[string]
 }
