@@ -448,7 +448,21 @@ func (s *session) readUpstream() error {
 			s.cmu.Lock()
 			err = writeMsg(s.cw, typ, body)
 			s.cmu.Unlock()
+		case n <= up.r.r.Size():
+			// Read whole before any of it goes out: if the upstream dies
+			// now, the client has whole messages and then the FATAL.
+			var p []byte
+			if p, err = up.r.r.Peek(n); err != nil {
+				return s.upstreamLost(err)
+			}
+			s.cmu.Lock()
+			err = writeMsg(s.cw, typ, p)
+			s.cmu.Unlock()
+			_, _ = up.r.r.Discard(n)
 		default:
+			// Larger than the read buffer: streamed. An upstream that
+			// dies mid-message leaves the client with part of it, as a
+			// direct connection would; the session then closes at once.
 			s.cmu.Lock()
 			err = writeHeader(s.cw, typ, n)
 			if err == nil {
@@ -457,6 +471,9 @@ func (s *session) readUpstream() error {
 			s.cmu.Unlock()
 		}
 		if err != nil {
+			// Either side failed mid-message: nothing more can be said
+			// to the client.
+			s.close()
 			return err
 		}
 
