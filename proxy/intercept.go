@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/fetchq/fetchq-proxy/backend"
 	"github.com/fetchq/fetchq-proxy/rewrite"
@@ -361,43 +360,13 @@ func noRows([][]byte) error { return nil }
 // transaction of its own.
 func hasTxControl(plan *rewrite.Plan) bool {
 	for _, st := range plan.Statements {
-		if st.Call != nil {
-			continue
-		}
-		f := strings.Fields(strings.ToUpper(stripLeadingComments(st.SQL)))
-		if len(f) == 0 {
-			continue
-		}
-		switch f[0] {
-		case "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE":
+		if st.TxControl {
 			return true
 		}
 	}
 	return false
 }
 
-// stripLeadingComments drops leading whitespace and -- or /* */ comments.
-func stripLeadingComments(s string) string {
-	for {
-		s = strings.TrimLeft(s, " \t\r\n\f")
-		switch {
-		case strings.HasPrefix(s, "--"):
-			i := strings.IndexByte(s, '\n')
-			if i < 0 {
-				return ""
-			}
-			s = s[i+1:]
-		case strings.HasPrefix(s, "/*"):
-			i := strings.Index(s, "*/")
-			if i < 0 {
-				return ""
-			}
-			s = s[i+2:]
-		default:
-			return s
-		}
-	}
-}
 
 // relayStatement forwards one statement of a multi-statement text as its
 // own Query and relays its answer except the ReadyForQuery. It reports

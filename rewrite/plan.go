@@ -39,6 +39,12 @@ type Statement struct {
 	// statement is to be forwarded unchanged (or when Err is set).
 	Call *Call
 
+	// TxControl reports a transaction-control statement (BEGIN, START
+	// TRANSACTION, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE,
+	// PREPARE TRANSACTION, COMMIT/ROLLBACK PREPARED), forwarded as is: a
+	// caller must not wrap a text holding one in a transaction of its own.
+	TxControl bool
+
 	// Err, when non-nil, is the *Error running this statement must report
 	// (a Fetchq call that cannot be honoured, no matching overload, ...).
 	// As in Postgres, the statements before it run first.

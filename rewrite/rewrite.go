@@ -178,7 +178,7 @@ func analyze(sql string, declared []uint32) (*Plan, error) {
 		if start < 0 || start > end || end > len(sql) {
 			start, end = 0, len(sql) // never seen; stay safe
 		}
-		st := Statement{SQL: strings.TrimSpace(sql[start:end])}
+		st := Statement{SQL: strings.TrimSpace(sql[start:end]), TxControl: raw.Stmt.GetTransactionStmt() != nil}
 		call, serr := a.statement(raw.Stmt)
 		if serr != nil {
 			st.Err = serr

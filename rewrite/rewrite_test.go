@@ -780,3 +780,18 @@ func TestCallSQLRoundTrip(t *testing.T) {
 		checkRoundTrip(t, sql)
 	}
 }
+
+// TestTxControl: transaction-control statements are flagged from the parse
+// tree, whatever their spelling; PREPARE of a statement is not one.
+func TestTxControl(t *testing.T) {
+	t.Parallel()
+	plan, err := New(0).Rewrite(context.Background(),
+		"/* c */ begin isolation level serializable; SELECT * FROM fetchq.doc_pick('q'); SaVePoInT a; RELEASE a; "+
+			"PREPARE p AS SELECT 1; PREPARE TRANSACTION 'x'; END; start transaction; ABORT; COMMIT PREPARED 'x'; SELECT 'BEGIN'")
+	require.NoError(t, err)
+	var got []bool
+	for _, st := range plan.Statements {
+		got = append(got, st.TxControl)
+	}
+	require.Equal(t, []bool{true, false, true, true, false, true, true, true, true, true, false}, got)
+}
