@@ -3,6 +3,7 @@ package backend
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -132,4 +133,73 @@ func TestBatchedPushes(t *testing.T) {
 	calls64, batches := b.Stats()
 	t.Logf("%d pushes in %d statements", calls64, batches)
 	require.Less(t, batches, calls64, "concurrent pushes were never coalesced")
+}
+
+// TestBatcherInFlight: with several batches of a key allowed at once,
+// concurrent picks still get each document exactly once and every
+// complete lands, and no call is left waiting.
+func TestBatcherInFlight(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.createQueue(t, "inf")
+	const docs, workers = 2000, 32
+	var data strings.Builder
+	for i := range docs {
+		if i > 0 {
+			data.WriteString(", ")
+		}
+		data.WriteString("('d" + strconv.Itoa(i) + "', 0, '{}', {DATA})")
+	}
+	r, err := tb.store.DocPushMany(tb.ctx, tb.db, DocPushManyParams{Queue: "inf", NextIteration: NowMinus("1s"), Data: data.String()})
+	require.NoError(t, err)
+	require.EqualValues(t, docs, r.QueuedDocs)
+
+	b := NewBatcher(BatcherConfig{Pool: tb.pool, Store: tb.store, MaxInFlight: 3})
+	const pickID, completeID = "doc_pick(varchar,integer,integer,varchar)", "doc_complete(varchar,varchar)"
+	var mu sync.Mutex
+	picked := map[string]int{}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				res, err := b.Invoke(tb.ctx, pickID, []Value{{Text: "inf"}, {Text: "0"}, {Text: "1"}, {Text: "5m"}})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(res.Rows) == 0 {
+					return
+				}
+				subject := string(res.Rows[0][0])
+				mu.Lock()
+				picked[subject]++
+				mu.Unlock()
+				res, err = b.Invoke(tb.ctx, completeID, []Value{{Text: "inf"}, {Text: subject}})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if string(res.Rows[0][0]) != "1" {
+					errs <- &Error{Code: "XX000", Message: "complete of " + subject + " affected " + string(res.Rows[0][0])}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Len(t, picked, docs)
+	for s, n := range picked {
+		require.Equal(t, 1, n, s)
+	}
+	require.Equal(t, docs, tb.count(t, "SELECT count(*) FROM fetchq_data.inf__docs WHERE status = 3"))
+	calls, batches := b.Stats()
+	t.Logf("%d calls in %d statements", calls, batches)
+	require.Less(t, batches, calls)
 }

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	pg_query "github.com/pganalyze/pg_query_go/v5"
+	"github.com/pganalyze/pg_query_go/v5/parser"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Shape cache.
@@ -71,32 +73,32 @@ type shapeStats struct {
 // scanShape scans sql and returns its shape key and masked literals. ok is
 // false when the text has nothing to mask or does not scan.
 func scanShape(sql string) (key string, lits []literal, ok bool) {
-	res, err := pg_query.Scan(sql)
+	var arr [64]scanToken
+	toks, err := scanTokens(sql, arr[:0])
 	if err != nil {
 		return "", nil, false
 	}
-	toks := res.Tokens
 	var b strings.Builder
 	last := 0
 	for i, t := range toks {
-		if t.Token != pg_query.Token_SCONST && t.Token != pg_query.Token_ICONST {
+		if t.token != pg_query.Token_SCONST && t.token != pg_query.Token_ICONST {
 			continue
 		}
 		if i == 0 || i+1 == len(toks) {
 			continue
 		}
-		prev, next := toks[i-1].Token, toks[i+1].Token
+		prev, next := toks[i-1].token, toks[i+1].token
 		if (prev != pg_query.Token_ASCII_40 && prev != pg_query.Token_ASCII_44) ||
 			(next != pg_query.Token_ASCII_41 && next != pg_query.Token_ASCII_44) {
 			continue
 		}
-		start, end := int(t.Start), int(t.End)
+		start, end := int(t.start), int(t.end)
 		if start < last || end > len(sql) || start >= end {
 			return "", nil, false
 		}
 		raw := sql[start:end]
 		lit := literal{start: start, end: end}
-		if t.Token == pg_query.Token_ICONST {
+		if t.token == pg_query.Token_ICONST {
 			v, ok := decimalInt(raw)
 			if !ok {
 				continue
@@ -127,6 +129,83 @@ func scanShape(sql string) (key string, lits []literal, ok bool) {
 	}
 	b.WriteString(sql[last:])
 	return b.String(), lits, true
+}
+
+// scanToken is one token of Postgres' scanner, as pg_query reports it.
+type scanToken struct {
+	start, end int32
+	token      pg_query.Token
+}
+
+// scanTokens runs Postgres' scanner on sql (through pg_query) and appends
+// its tokens to dst. It decodes pg_query's protobuf ScanResult straight from
+// the wire format: the generic decoder costs more than the scan itself.
+func scanTokens(sql string, dst []scanToken) ([]scanToken, error) {
+	buf, err := parser.ScanToProtobuf(sql)
+	if err != nil {
+		return nil, err
+	}
+	for len(buf) > 0 {
+		num, typ, n := protowire.ConsumeTag(buf)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		buf = buf[n:]
+		if num == 2 && typ == protowire.BytesType { // ScanResult.tokens
+			msg, n := protowire.ConsumeBytes(buf)
+			if n < 0 {
+				return nil, protowire.ParseError(n)
+			}
+			buf = buf[n:]
+			t, err := decodeScanToken(msg)
+			if err != nil {
+				return nil, err
+			}
+			dst = append(dst, t)
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, buf)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		buf = buf[n:]
+	}
+	return dst, nil
+}
+
+// decodeScanToken decodes one ScanToken message: start (1), end (2) and
+// token (4) are varints; other fields are skipped.
+func decodeScanToken(msg []byte) (scanToken, error) {
+	var t scanToken
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			return t, protowire.ParseError(n)
+		}
+		msg = msg[n:]
+		if typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(msg)
+			if n < 0 {
+				return t, protowire.ParseError(n)
+			}
+			msg = msg[n:]
+			switch num {
+			case 1:
+				t.start = int32(v)
+			case 2:
+				t.end = int32(v)
+			case 4:
+				t.token = pg_query.Token(v)
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, msg)
+		if n < 0 {
+			return t, protowire.ParseError(n)
+		}
+		msg = msg[n:]
+	}
+	return t, nil
 }
 
 // decimalInt returns the value of an integer literal made of decimal

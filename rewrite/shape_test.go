@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	pg_query "github.com/pganalyze/pg_query_go/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -75,6 +76,25 @@ func TestShapeCache(t *testing.T) {
 		"SELECT * FROM fetchq.doc_pick('q', '1', '2', '5m')",
 	} {
 		checkShape(t, sql)
+	}
+}
+
+// TestScanTokens: the wire-format decoding of pg_query's scan gives the
+// tokens pg_query.Scan gives.
+func TestScanTokens(t *testing.T) {
+	t.Parallel()
+	for _, sql := range append(goldenInputs(t), "SELECT * FROM fetchq.doc_push( 'q1', 's1', 0, 0, NOW(), '{\"a\":1}' ) -- c", "") {
+		want, err := pg_query.Scan(sql)
+		got, gerr := scanTokens(sql, nil)
+		if err != nil {
+			require.Error(t, gerr, sql)
+			continue
+		}
+		require.NoError(t, gerr, sql)
+		require.Len(t, got, len(want.Tokens), sql)
+		for i, w := range want.Tokens {
+			require.Equal(t, scanToken{start: w.Start, end: w.End, token: w.Token}, got[i], "%s: token %d", sql, i)
+		}
 	}
 }
 

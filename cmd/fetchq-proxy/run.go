@@ -40,6 +40,7 @@ type options struct {
 	fetchqVersion   string
 	debugAddr       string
 	maintInterval   time.Duration
+	batchInFlight   int
 }
 
 // flagSpec ties a flag to its environment variable.
@@ -84,6 +85,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		fmt.Sscan(v, &planCache)
 	}
 	fs.IntVar(&o.planCache, "plan-cache", planCache, "statement texts whose parsed plans are cached (env FETCHQ_PLAN_CACHE)")
+	batchInFlight := 1
+	if v := os.Getenv("FETCHQ_BATCH_IN_FLIGHT"); v != "" {
+		fmt.Sscan(v, &batchInFlight)
+	}
+	fs.IntVar(&o.batchInFlight, "batch-in-flight", batchInFlight, "group commit: how many batches of one queue and operation may run at once on the service pool; more overlap round trips, fewer make larger batches (env FETCHQ_BATCH_IN_FLIGHT)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -94,6 +100,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintf(stderr, "unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
 		return nil, errUsage
+	}
+	if o.batchInFlight < 1 {
+		return nil, errors.New("--batch-in-flight must be at least 1")
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return nil, errors.New("--tls-cert and --tls-key must be given together")
@@ -210,7 +219,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Rewriter:       rewrite.New(o.planCache),
 		Queue:          store,
 		Counters:       metrics,
-		Batcher:        backend.NewBatcher(backend.BatcherConfig{Pool: pool, Store: store}),
+		Batcher:        backend.NewBatcher(backend.BatcherConfig{Pool: pool, Store: store, MaxInFlight: o.batchInFlight}),
 		StartupTimeout: o.startupTimeout,
 		MaxClients:     o.maxClients,
 	}
