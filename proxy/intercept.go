@@ -367,7 +367,6 @@ func hasTxControl(plan *rewrite.Plan) bool {
 	return false
 }
 
-
 // relayStatement forwards one statement of a multi-statement text as its
 // own Query and relays its answer except the ReadyForQuery. It reports
 // whether the statement succeeded.
