@@ -366,6 +366,8 @@ func (s *session) readUpstream() error {
 	up := s.up
 	var buf []byte
 	for {
+		// The wait for the next message happens in this small frame, so
+		// that the stack of an idle session's reader can shrink.
 		if up.r.buffered() == 0 {
 			s.cmu.Lock()
 			err := s.cw.Flush()
@@ -378,121 +380,135 @@ func (s *session) readUpstream() error {
 		if err != nil {
 			return s.upstreamLost(err)
 		}
-		head, pending := s.q.front()
-
-		// Track what the session must know, whoever gets the message.
-		var body []byte
-		switch typ {
-		case 'Z', 'S':
-			if n > maxInspectLen || (typ == 'Z' && n != 1) {
-				return s.upstreamLost(&protocolError{msg: fmt.Sprintf("malformed message %q from upstream", typ)})
-			}
-			if body, err = up.r.body(buf, n); err != nil {
-				return s.upstreamLost(err)
-			}
-			buf = body
-			if typ == 'Z' {
-				s.txStatus.Store(uint32(body[0]))
-			} else {
-				s.recordParameter(body)
-			}
-		}
-
-		switch {
-		case pending && head.capture != nil && typ != 'A' && typ != 'S':
-			// The answer to a statement the session goroutine sent
-			// itself: hand it over.
-			if body == nil {
-				if body, err = up.r.body(nil, n); err != nil {
-					return s.upstreamLost(err)
-				}
-			} else {
-				body = append([]byte(nil), body...)
-			}
-			if typ == 'E' && fatalSeverity(body) {
-				// Postgres is ending the client's connection under a
-				// statement of the proxy's: the client gets that FATAL
-				// (first, and nothing after it) as it would directly.
-				var er pgproto3.ErrorResponse
-				if er.Decode(body) == nil {
-					s.sendFatal(internalErrorForClient(pgErrorFrom(&er)))
-				}
-			}
-			head.capture.deliver(typ, body)
-		case body != nil:
-			s.cmu.Lock()
-			err = writeMsg(s.cw, typ, body)
-			s.cmu.Unlock()
-			if s.effectsPending.Load() {
-				s.trackTxEnd(typ, body)
-			}
-		case typ == 'E' && n <= maxInspectLen:
-			// Inspected for its severity: after a FATAL relayed from
-			// Postgres the client gets nothing more from the proxy.
-			if body, err = up.r.body(buf, n); err != nil {
-				return s.upstreamLost(err)
-			}
-			buf = body
-			s.cmu.Lock()
-			if !s.fatalSent.Load() {
-				s.fatalSent.Store(fatalSeverity(body))
-				err = writeMsg(s.cw, typ, body)
-			}
-			s.cmu.Unlock()
-		case typ == 'C' && s.effectsPending.Load() && n <= maxInspectLen:
-			if body, err = up.r.body(buf, n); err != nil {
-				return s.upstreamLost(err)
-			}
-			buf = body
-			s.trackTxEnd(typ, body)
-			s.cmu.Lock()
-			err = writeMsg(s.cw, typ, body)
-			s.cmu.Unlock()
-		case n <= up.r.r.Size():
-			// Read whole before any of it goes out: if the upstream dies
-			// now, the client has whole messages and then the FATAL.
-			var p []byte
-			if p, err = up.r.r.Peek(n); err != nil {
-				return s.upstreamLost(err)
-			}
-			s.cmu.Lock()
-			err = writeMsg(s.cw, typ, p)
-			s.cmu.Unlock()
-			_, _ = up.r.r.Discard(n)
-		default:
-			// Larger than the read buffer: streamed. An upstream that
-			// dies mid-message leaves the client with part of it, as a
-			// direct connection would; the session then closes at once.
-			s.cmu.Lock()
-			err = writeHeader(s.cw, typ, n)
-			if err == nil {
-				err = up.r.copyBody(s.cw, n)
-			}
-			s.cmu.Unlock()
-		}
-		if err != nil {
-			// Either side failed mid-message: nothing more can be said
-			// to the client.
-			s.close()
+		if stop, err := s.relayUpstream(typ, n, &buf); stop {
 			return err
 		}
+	}
+}
 
-		if pending {
-			switch {
-			case head.kind.ends(typ):
-				if typ == 'Z' && head.capture == nil && head.seq != 0 && body[0] == 'I' {
-					// A client's Sync or Query ended its transaction,
-					// and with it the portals bound before it.
-					s.txEndSeq.Store(head.seq)
-				}
-				s.answered(false)
-			case typ == 'E' && head.kind.extended():
-				// The upstream now skips everything up to the next Sync,
-				// and so must the proxy's own answers queued before it.
-				s.answered(true)
-			}
+// relayUpstream handles one upstream message whose header has been read:
+// it tracks what the session must know and hands the message to the
+// client or to the internal caller awaiting it. stop ends the reader with
+// err.
+func (s *session) relayUpstream(typ byte, n int, bufp *[]byte) (stop bool, err error) {
+	up := s.up
+	buf := *bufp
+	defer func() { *bufp = buf }()
+	head, pending := s.q.front()
+
+	// Track what the session must know, whoever gets the message.
+	var body []byte
+	switch typ {
+	case 'Z', 'S':
+		if n > maxInspectLen || (typ == 'Z' && n != 1) {
+			return true, s.upstreamLost(&protocolError{msg: fmt.Sprintf("malformed message %q from upstream", typ)})
+		}
+		if body, err = up.r.body(buf, n); err != nil {
+			return true, s.upstreamLost(err)
+		}
+		buf = body
+		if typ == 'Z' {
+			s.txStatus.Store(uint32(body[0]))
+		} else {
+			s.recordParameter(body)
 		}
 	}
+
+	switch {
+	case pending && head.capture != nil && typ != 'A' && typ != 'S':
+		// The answer to a statement the session goroutine sent
+		// itself: hand it over.
+		if body == nil {
+			if body, err = up.r.body(nil, n); err != nil {
+				return true, s.upstreamLost(err)
+			}
+		} else {
+			body = append([]byte(nil), body...)
+		}
+		if typ == 'E' && fatalSeverity(body) {
+			// Postgres is ending the client's connection under a
+			// statement of the proxy's: the client gets that FATAL
+			// (first, and nothing after it) as it would directly.
+			var er pgproto3.ErrorResponse
+			if er.Decode(body) == nil {
+				s.sendFatal(internalErrorForClient(pgErrorFrom(&er)))
+			}
+		}
+		head.capture.deliver(typ, body)
+	case body != nil:
+		s.cmu.Lock()
+		err = writeMsg(s.cw, typ, body)
+		s.cmu.Unlock()
+		if s.effectsPending.Load() {
+			s.trackTxEnd(typ, body)
+		}
+	case typ == 'E' && n <= maxInspectLen:
+		// Inspected for its severity: after a FATAL relayed from
+		// Postgres the client gets nothing more from the proxy.
+		if body, err = up.r.body(buf, n); err != nil {
+			return true, s.upstreamLost(err)
+		}
+		buf = body
+		s.cmu.Lock()
+		if !s.fatalSent.Load() {
+			s.fatalSent.Store(fatalSeverity(body))
+			err = writeMsg(s.cw, typ, body)
+		}
+		s.cmu.Unlock()
+	case typ == 'C' && s.effectsPending.Load() && n <= maxInspectLen:
+		if body, err = up.r.body(buf, n); err != nil {
+			return true, s.upstreamLost(err)
+		}
+		buf = body
+		s.trackTxEnd(typ, body)
+		s.cmu.Lock()
+		err = writeMsg(s.cw, typ, body)
+		s.cmu.Unlock()
+	case n <= up.r.r.Size():
+		// Read whole before any of it goes out: if the upstream dies
+		// now, the client has whole messages and then the FATAL.
+		var p []byte
+		if p, err = up.r.r.Peek(n); err != nil {
+			return true, s.upstreamLost(err)
+		}
+		s.cmu.Lock()
+		err = writeMsg(s.cw, typ, p)
+		s.cmu.Unlock()
+		_, _ = up.r.r.Discard(n)
+	default:
+		// Larger than the read buffer: streamed. An upstream that
+		// dies mid-message leaves the client with part of it, as a
+		// direct connection would; the session then closes at once.
+		s.cmu.Lock()
+		err = writeHeader(s.cw, typ, n)
+		if err == nil {
+			err = up.r.copyBody(s.cw, n)
+		}
+		s.cmu.Unlock()
+	}
+	if err != nil {
+		// Either side failed mid-message: nothing more can be said
+		// to the client.
+		s.close()
+		return true, err
+	}
+
+	if pending {
+		switch {
+		case head.kind.ends(typ):
+			if typ == 'Z' && head.capture == nil && head.seq != 0 && body[0] == 'I' {
+				// A client's Sync or Query ended its transaction,
+				// and with it the portals bound before it.
+				s.txEndSeq.Store(head.seq)
+			}
+			s.answered(false)
+		case typ == 'E' && head.kind.extended():
+			// The upstream now skips everything up to the next Sync,
+			// and so must the proxy's own answers queued before it.
+			s.answered(true)
+		}
+	}
+	return false, nil
 }
 
 // answered pops the head of the response queue (and, after an error in
