@@ -26,7 +26,10 @@ import (
 //     into a few bytes of the reader's own and the buffer comes back with
 //     the next message.
 //
-// An idle session then costs its two goroutines and its connections.
+// The idle wait also runs on a fresh goroutine: a goroutine's stack grows
+// with the deepest work it ever did and the runtime shrinks it only when
+// it is mostly unused, which a reader blocked under its loop never is. An
+// idle session then costs two small stacks and its connections.
 
 // idleRelease is how long a reader waits for a message before it gives
 // its buffer back. A variable so tests can shorten it.
@@ -171,8 +174,9 @@ func (w *wakeReader) Read(p []byte) (int, error) {
 	return w.conn.Read(p)
 }
 
-// waitIdle waits for the next message when nothing is buffered: first with
-// the buffer for up to idleRelease, then without it (see I/O buffers).
+// waitIdle waits for the next message when nothing is buffered, with the
+// buffer for up to idleRelease; then it gives the buffer back and returns
+// errIdle (see I/O buffers).
 func (m *msgReader) waitIdle() error {
 	if m.r != nil {
 		if err := m.conn.SetReadDeadline(time.Now().Add(idleRelease)); err != nil {
@@ -190,6 +194,19 @@ func (m *msgReader) waitIdle() error {
 		}
 		m.putBuffer()
 	}
+	return errIdle
+}
+
+// errIdle reports that a reader gave its buffer back because its
+// connection is idle. The caller waits for the connection with waitWake,
+// on a fresh goroutine: the runtime never shrinks a stack that is more
+// than a quarter used, so a goroutine that once ran deep keeps its stack
+// for good, while a new one starts small (see I/O buffers).
+var errIdle = errors.New("proxy: connection idle")
+
+// waitWake waits, holding no buffer, for the connection's next bytes, then
+// takes a buffer again.
+func (m *msgReader) waitWake() error {
 	idleReaders.Add(1)
 	n, rerr := m.conn.Read(m.wake[:])
 	idleReaders.Add(-1)

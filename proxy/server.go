@@ -145,11 +145,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			return ErrServerClosed
 		}
 		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer s.trackSession(sess, false)
-			sess.serve()
-		}()
+		// The session's goroutines change over its life (see errIdle):
+		// whichever ends it calls ended.
+		sess.ended = func() {
+			s.trackSession(sess, false)
+			s.wg.Done()
+		}
+		go sess.serve()
 	}
 }
 

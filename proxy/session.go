@@ -64,6 +64,9 @@ type session struct {
 
 	q respQueue // requests awaiting their answers, in order
 
+	readerDone chan error // the upstream reader's end (see upstreamLoop)
+	ended      func()     // called once when the session has ended (set by the Server)
+
 	// localUnflushed is set (under cmu) when the session goroutine wrote
 	// an answer of its own that is not flushed yet.
 	localUnflushed bool
@@ -110,28 +113,79 @@ func (s *Server) newSession(conn net.Conn) *session {
 	}
 }
 
-// serve runs the session to its end.
+// serve runs the session: startup, then the two loops (see session). It
+// returns once they run; the session ends in endSession.
 func (s *session) serve() {
 	s.srv.active.Add(1)
-	defer s.srv.active.Add(-1)
-	defer s.close()
 	if err := s.startup(); err != nil {
 		if !errors.Is(err, errCancelHandled) {
 			s.logDisconnect("startup ended", err)
 		}
+		s.close()
+		s.srv.active.Add(-1)
+		s.end()
 		return
 	}
 	s.log().Debug("session started")
+	s.readerDone = make(chan error, 1)
+	go s.upstreamLoop()
+	s.clientLoop()
+}
 
-	readerDone := make(chan error, 1)
-	go func() { readerDone <- s.readUpstream() }()
+// clientLoop reads the client until the session ends or the client goes
+// idle; then the loop continues on a fresh goroutine, once the client
+// speaks again (see errIdle).
+func (s *session) clientLoop() {
 	err := s.readClient()
+	if errors.Is(err, errIdle) {
+		go func() {
+			if err := s.cr.waitWake(); err != nil {
+				s.endSession(err)
+				return
+			}
+			s.clientLoop()
+		}()
+		return
+	}
+	s.endSession(err)
+}
+
+// upstreamLoop is clientLoop for the upstream reader; its end goes to
+// readerDone.
+func (s *session) upstreamLoop() {
+	err := s.readUpstream()
+	if errors.Is(err, errIdle) {
+		go func() {
+			if err := s.up.r.waitWake(); err != nil {
+				s.readerDone <- s.upstreamLost(err)
+				return
+			}
+			s.upstreamLoop()
+		}()
+		return
+	}
+	s.readerDone <- err
+}
+
+// endSession ends the session once its client loop is done: it closes the
+// upstream, waits for the upstream reader and releases the connections.
+func (s *session) endSession(err error) {
 	s.closeUpstream()
-	rerr := <-readerDone
+	rerr := <-s.readerDone
 	if err == nil {
 		err = rerr
 	}
 	s.logDisconnect("session ended", err)
+	s.close()
+	s.srv.active.Add(-1)
+	s.end()
+}
+
+// end tells the Server the session is over.
+func (s *session) end() {
+	if s.ended != nil {
+		s.ended()
+	}
 }
 
 // readClient forwards client messages to the upstream until the client
@@ -377,6 +431,9 @@ func (s *session) readUpstream() error {
 			}
 		}
 		typ, n, err := up.r.header()
+		if errors.Is(err, errIdle) {
+			return err
+		}
 		if err != nil {
 			return s.upstreamLost(err)
 		}
