@@ -1966,6 +1966,96 @@ func TestConnectionBurstBoundedByMaxClients(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond)
 }
 
+// TestConnectionFlood: 10,000 connection attempts as fast as 64 clients
+// can make them (full startups and bare TCP connects) against a proxy at
+// its --max-clients cap: every startup gets FATAL 53300, no upstream
+// connection is opened for them, the proxy's memory stays bounded, and the
+// sessions already admitted keep working throughout.
+func TestConnectionFlood(t *testing.T) {
+	t.Parallel()
+	const max, attempts, clients = 4, 10000, 64
+	b := setup(t, func(c *proxy.Config, _ *pgtest.DB) { c.MaxClients = max })
+	bad := countBadInputs(t)
+	bad.add(attempts)
+	ctx := ctxT(t, 3*time.Minute)
+	held := make([]*pgconn.PgConn, max)
+	for i := range held {
+		held[i] = connect(t, b.proxyDSN("", ""))
+	}
+	addr := net.JoinHostPort(b.host, itoa(b.port))
+	heap0 := heapInUse()
+
+	var next, refused, other atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var served atomic.Int64
+	go func() { // the admitted sessions keep working during the flood
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, c := range held[1:] {
+				if _, err := c.Exec(ctx, "SELECT 1").ReadAll(); err == nil {
+					served.Add(1)
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > attempts {
+					return
+				}
+				if i%3 == 0 {
+					if c, err := net.Dial("tcp", addr); err == nil {
+						c.Close()
+					}
+					continue
+				}
+				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				c, err := pgconn.Connect(cctx, b.proxyDSN("", ""))
+				cancel()
+				var pgErr *pgconn.PgError
+				switch {
+				case err == nil:
+					other.Add(1)
+					c.Close(context.Background())
+				case errors.As(err, &pgErr) && pgErr.Code == "53300":
+					refused.Add(1)
+				default:
+					other.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stop)
+	growth := int64(heapInUse()) - int64(heap0)
+	t.Logf("%d attempts in %v (%.0f attempts/s): %d refused with 53300, %d other; admitted sessions served %d queries meanwhile; proxy heap growth %d KB",
+		attempts, elapsed.Round(time.Millisecond), attempts/elapsed.Seconds(), refused.Load(), other.Load(), served.Load(), growth>>10)
+	require.Zero(t, other.Load(), "a startup past the cap was not refused with 53300")
+	require.Equal(t, int64(attempts-attempts/3), refused.Load())
+	require.Positive(t, served.Load(), "admitted sessions were not served during the flood")
+	require.Less(t, growth, int64(64<<20), "memory grew with the flood")
+	for _, c := range held {
+		_, err := c.Exec(ctx, "SELECT 1").ReadAll()
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		var n int
+		err := b.db.Pool(t).QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()", b.db.Name).Scan(&n)
+		return err == nil && n == max
+	}, 10*time.Second, 20*time.Millisecond, "upstream connections opened for refused clients")
+}
+
 // Roles without privileges, cluster-wide: created once per server.
 const (
 	noPrivRole    = "fq_hostile_none"  // LOGIN, no grant at all
