@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -291,8 +292,8 @@ func buildShape(sql string, lits []literal, plan *Plan, err error) *shapeEntry {
 		return refused
 	}
 	pc, c := pplan.Statements[0].Call, st.Call
-	if pc.Func != c.Func || len(pc.Args) != len(c.Args) || !sameColumns(pc.Columns, c.Columns) ||
-		!sameOIDs(pplan.ParamTypes, plan.ParamTypes) || pplan.HasCall != plan.HasCall {
+	if pc.Func != c.Func || len(pc.Args) != len(c.Args) || !slices.Equal(pc.Columns, c.Columns) ||
+		!slices.Equal(pplan.ParamTypes, plan.ParamTypes) || pplan.HasCall != plan.HasCall {
 		return refused
 	}
 	slots := make([]int, len(lits))
@@ -347,30 +348,6 @@ func verbatimType(t Type, integer bool) bool {
 		return true
 	}
 	return false
-}
-
-func sameColumns(a, b []OutputColumn) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func sameOIDs(a, b []uint32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // instantiate returns the plan of sql from its shape: the template with the
