@@ -449,8 +449,6 @@ func (s *session) readUpstream() error {
 // err.
 func (s *session) relayUpstream(typ byte, n int, bufp *[]byte) (stop bool, err error) {
 	up := s.up
-	buf := *bufp
-	defer func() { *bufp = buf }()
 	head, pending := s.q.front()
 
 	// Track what the session must know, whoever gets the message.
@@ -460,10 +458,10 @@ func (s *session) relayUpstream(typ byte, n int, bufp *[]byte) (stop bool, err e
 		if n > maxInspectLen || (typ == 'Z' && n != 1) {
 			return true, s.upstreamLost(&protocolError{msg: fmt.Sprintf("malformed message %q from upstream", typ)})
 		}
-		if body, err = up.r.body(buf, n); err != nil {
+		if body, err = up.r.body(*bufp, n); err != nil {
 			return true, s.upstreamLost(err)
 		}
-		buf = body
+		*bufp = body
 		if typ == 'Z' {
 			s.txStatus.Store(uint32(body[0]))
 		} else {
@@ -502,10 +500,10 @@ func (s *session) relayUpstream(typ byte, n int, bufp *[]byte) (stop bool, err e
 	case typ == 'E' && n <= maxInspectLen:
 		// Inspected for its severity: after a FATAL relayed from
 		// Postgres the client gets nothing more from the proxy.
-		if body, err = up.r.body(buf, n); err != nil {
+		if body, err = up.r.body(*bufp, n); err != nil {
 			return true, s.upstreamLost(err)
 		}
-		buf = body
+		*bufp = body
 		s.cmu.Lock()
 		if !s.fatalSent.Load() {
 			s.fatalSent.Store(fatalSeverity(body))
@@ -513,10 +511,10 @@ func (s *session) relayUpstream(typ byte, n int, bufp *[]byte) (stop bool, err e
 		}
 		s.cmu.Unlock()
 	case typ == 'C' && s.effectsPending.Load() && n <= maxInspectLen:
-		if body, err = up.r.body(buf, n); err != nil {
+		if body, err = up.r.body(*bufp, n); err != nil {
 			return true, s.upstreamLost(err)
 		}
-		buf = body
+		*bufp = body
 		s.trackTxEnd(typ, body)
 		s.cmu.Lock()
 		err = writeMsg(s.cw, typ, body)
