@@ -104,8 +104,11 @@ const pushID = "doc_push(varchar,varchar,integer,integer,timestamptz,jsonb)"
 // (to_timestamp(n)): a timestamp text, and an interval with days or months,
 // depend on the session's TimeZone, which the client's connection may set
 // differently from the service pool's.
+//
+// So does a call whose jsonb text Go cannot vouch for: Postgres checks it
+// on the client's own connection (see [Store.Invoke]).
 func (b *Batcher) Batchable(id string, args []Value) bool {
-	if !batchable[id] {
+	if !batchable[id] || !plainArgs(id, args) {
 		return false
 	}
 	if id == pushID {

@@ -76,6 +76,8 @@ func TestBatchedPushes(t *testing.T) {
 	require.False(t, b.Batchable(pushID, pushArgs("bp", "x", 0, 0, Value{Now: true, Interval: "1 day"}, "{}")),
 		"an interval depends on the session's TimeZone")
 	require.False(t, b.Batchable(pushID, pushArgs("bp", "x", 0, 0, Value{Text: "2030-01-01"}, "{}")))
+	require.False(t, b.Batchable(pushID, pushArgs("bp", "x", 0, 0, now, `{"a":"\u0000"}`)),
+		"jsonb text Postgres must check (on the client's connection) is not batched")
 
 	var wg sync.WaitGroup
 	start := make(chan struct{})

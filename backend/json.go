@@ -356,12 +356,12 @@ func jsonArg(s string) (string, error) {
 	return DedoubleQuotes(s), nil
 }
 
-// PlainArgs reports whether every jsonb argument of a call of the overload
+// plainArgs reports whether every jsonb argument of a call of the overload
 // id is plain JSON text, which Postgres' jsonb input certainly accepts, so
 // that no argument needs Postgres' own check on the client's connection
 // (see [Store.Invoke]). A call with other jsonb text must not be batched on
 // the service pool: Invoke checks it with the client's role first.
-func PlainArgs(id string, args []Value) bool {
+func plainArgs(id string, args []Value) bool {
 	o, ok := overloadsByID[id]
 	if !ok {
 		return true

@@ -711,8 +711,7 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, params [][]byte, r
 // forwards any statement of its own (which might change its role).
 func (s *session) batchable(db *upstreamDB, id string, args []backend.Value) bool {
 	b := s.srv.cfg.Batcher
-	if b == nil || byte(s.txStatus.Load()) != 'I' || !b.Batchable(id, args) || len(args) == 0 || args[0].Null ||
-		!backend.PlainArgs(id, args) { // Postgres checks such jsonb text on this connection
+	if b == nil || byte(s.txStatus.Load()) != 'I' || !b.Batchable(id, args) || len(args) == 0 || args[0].Null {
 		return false
 	}
 	queue := args[0].Text
