@@ -220,7 +220,15 @@ func TestMaintainerLeaderElection(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return tb.count(t, "SELECT count(*) FROM fetchq_data.foo__docs WHERE status = 1") == 5
 	}, 5*time.Second, 20*time.Millisecond)
-	require.NoError(t, m1.metrics.Flush(tb.ctx, tb.db)) // its periodic flush
+	// Its periodic flush, once the pass that promoted them (committed, as
+	// the test just saw) has also applied its effects.
+	require.Eventually(t, func() bool {
+		if err := m1.metrics.Flush(tb.ctx, tb.db); err != nil {
+			return false
+		}
+		m, err := tb.store.MetricGetCommon(tb.ctx, tb.db, QueueParams{Queue: "foo"})
+		return err == nil && m.Pnd != nil && *m.Pnd == 5
+	}, 5*time.Second, 20*time.Millisecond, "m1 applied and flushed the effects of its promotions")
 
 	// m1's proxy dies: its pool is gone and its lock connection killed.
 	pid := tb.lockHolder(t, key)
