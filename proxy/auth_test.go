@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"math/big"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,4 +150,31 @@ func TestPlaintextAfterSSLRequestRefused(t *testing.T) {
 	require.True(t, ok, "got %T", msg)
 	require.Equal(t, "08P01", er.Code)
 	require.Equal(t, "received unencrypted data after SSL request", er.Message)
+}
+
+// TestIdleReleaseOverTLS: a TLS session whose readers gave their buffers
+// back (idle past the release delay, here shortened) and whose readers
+// time out mid-wait keeps working: read timeouts do not break the TLS
+// state, and messages arriving in pieces after an idle spell are read
+// whole. Not parallel: it shortens the package's idle delay.
+func TestIdleReleaseOverTLS(t *testing.T) {
+	t.Cleanup(proxy.SetIdleRelease(30 * time.Millisecond)) // runs last, after the server stops
+	cert := selfSignedCert(t)
+	b := setup(t, func(c *proxy.Config, _ *pgtest.DB) {
+		c.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	})
+	ctx := ctxT(t, 30*time.Second)
+	conn, err := pgconn.Connect(ctx, "host=127.0.0.1 port="+itoa(b.port)+" dbname="+b.db.Name+" user=postgres sslmode=require")
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	_, isTLS := conn.Conn().(*tls.Conn)
+	require.True(t, isTLS)
+	for i := range 5 {
+		time.Sleep(100 * time.Millisecond) // idle: both readers let their buffers go
+		// A result slower than the delay: the upstream reader times out
+		// with its buffer, gives it back and waits without one.
+		res, err := conn.Exec(ctx, "SELECT pg_sleep(0.1), repeat('x', 20000) || "+itoa(i)).ReadAll()
+		require.NoError(t, err)
+		require.Equal(t, strings.Repeat("x", 20000)+itoa(i), string(res[0].Rows[0][1]))
+	}
 }
