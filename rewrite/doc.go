@@ -17,7 +17,10 @@
 //     SET search_path = fetchq; SELECT doc_pick('q'), is forwarded too and
 //     fails in Postgres: the functions do not exist there.)
 //  2. Cache. Plans, and errors, are kept in an LRU keyed by the text. A hit
-//     costs a map lookup under a mutex and allocates nothing.
+//     costs a map lookup under a mutex and allocates nothing. A miss tries
+//     the shape cache (shape.go): texts that differ only in bare literal
+//     arguments, as clients that splice values write them, share one plan,
+//     found with Postgres' scanner rather than its parser.
 //  3. Parse. pg_query parses the text exactly as Postgres 16 does; a
 //     syntax error is reported for the whole text (42601), since Postgres
 //     parses a whole Query message before running any of it. Statements
