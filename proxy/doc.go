@@ -56,7 +56,9 @@
 // client that stops reading stops the upstream through TCP backpressure.
 // Buffers come from shared pools: a writer gives its buffer back with
 // every flush that empties it, a reader once its connection has been idle
-// for a second (buffers.go), so an idle session holds no I/O buffer.
+// for a second (buffers.go), so an idle session holds no I/O buffer; each
+// loop then waits on a fresh goroutine, whose stack starts small, and the
+// session ends in endSession, whichever goroutine runs it then.
 //
 // # Cancellation
 //
