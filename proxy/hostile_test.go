@@ -1285,15 +1285,22 @@ func receive(t *testing.T, conn net.Conn, fe *pgproto3.Frontend, readies int) ex
 // receiveWithin is receive with a deadline of d.
 func receiveWithin(t *testing.T, conn net.Conn, fe *pgproto3.Frontend, readies int, d time.Duration) exchange {
 	t.Helper()
+	x, err := readExchange(conn, fe, readies, d)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "no answer within %v (got %q so far)", d, x.types)
+	return x
+}
+
+// readExchange reads messages until `readies` ReadyForQuery messages
+// arrived or reading failed (closed connection, or nothing within d); then
+// x.closed is set and err says why.
+func readExchange(conn net.Conn, fe *pgproto3.Frontend, readies int, d time.Duration) (x exchange, err error) {
 	_ = conn.SetReadDeadline(time.Now().Add(d))
-	var x exchange
 	for readies > 0 {
 		msg, err := fe.Receive()
 		if err != nil {
-			var ne net.Error
-			require.False(t, errors.As(err, &ne) && ne.Timeout(), "no answer within %v (got %q so far)", d, x.types)
 			x.closed = true
-			return x
+			return x, err
 		}
 		switch m := msg.(type) {
 		case *pgproto3.ReadyForQuery:
@@ -1327,7 +1334,7 @@ func receiveWithin(t *testing.T, conn net.Conn, fe *pgproto3.Frontend, readies i
 			x.types += "?"
 		}
 	}
-	return x
+	return x, nil
 }
 
 // rawConn opens a session through dsn and hands its connection over for
@@ -2508,7 +2515,7 @@ func TestQueryAfterFailedExtendedMessage(t *testing.T) {
 			// Then a query of its own: the session goes on.
 			hc.Frontend.Send(&pgproto3.Query{String: "SELECT 1"})
 			require.NoError(t, hc.Frontend.Flush())
-			got[i] = receiveOrStall(hc.Conn, hc.Frontend, 2, 5*time.Second)
+			got[i], _ = readExchange(hc.Conn, hc.Frontend, 2, 5*time.Second) // a stall counts as closed
 		}
 		require.Equal(t, "EZTDCZ", got[0].types, c.name)
 		if got[0].types != got[1].types || got[1].closed {
@@ -2522,36 +2529,4 @@ func TestQueryAfterFailedExtendedMessage(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
-}
-
-// receiveOrStall is receiveWithin that reports a stall (no answer within
-// d) or a closed connection as closed instead of failing.
-func receiveOrStall(conn net.Conn, fe *pgproto3.Frontend, readies int, d time.Duration) exchange {
-	_ = conn.SetReadDeadline(time.Now().Add(d))
-	var x exchange
-	for readies > 0 {
-		msg, err := fe.Receive()
-		if err != nil {
-			x.closed = true
-			return x
-		}
-		switch m := msg.(type) {
-		case *pgproto3.ReadyForQuery:
-			x.types += "Z"
-			readies--
-		case *pgproto3.ErrorResponse:
-			x.types += "E"
-			x.errs = append(x.errs, m)
-		case *pgproto3.DataRow:
-			x.types += "D"
-		case *pgproto3.CommandComplete:
-			x.types += "C"
-		case *pgproto3.RowDescription:
-			x.types += "T"
-		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
-		default:
-			x.types += "?"
-		}
-	}
-	return x
 }
