@@ -171,6 +171,17 @@ func take[R any](mu *sync.Mutex, g *group[R], max int, weight func(R) int) []R {
 	return batch
 }
 
+// runGroup runs the next batch of g with exec (none when another batch
+// took the waiting calls first), counts it, and hands off.
+func runGroup[K comparable, R any](b *Batcher, groups map[K]*group[R], key K, g *group[R], weight func(R) int, exec func(batch []R)) {
+	if batch := take(&b.mu, g, int(b.cfg.MaxPick), weight); len(batch) > 0 {
+		b.calls.Add(int64(len(batch)))
+		b.batches.Add(1)
+		exec(batch)
+	}
+	handOff(&b.mu, groups, key, g, func() { runGroup(b, groups, key, g, weight, exec) })
+}
+
 // one weighs every call the same.
 func one[R any](R) int { return 1 }
 
@@ -278,20 +289,18 @@ func (b *Batcher) pick(ctx context.Context, key pickKey, limit int32) ([][][]byt
 	}
 }
 
-// runPicks runs one batch of the group and deals its rows.
+// runPicks runs the group's batches of picks.
 func (b *Batcher) runPicks(key pickKey, g *group[*pickReq]) {
-	batch := take(&b.mu, g, int(b.cfg.MaxPick), func(r *pickReq) int { return int(r.limit) })
-	if len(batch) == 0 {
-		handOff(&b.mu, b.picks, key, g, func() { b.runPicks(key, g) })
-		return
-	}
+	runGroup(b, b.picks, key, g, func(r *pickReq) int { return int(r.limit) },
+		func(batch []*pickReq) { b.execPicks(key, batch) })
+}
+
+// execPicks runs one batch of picks and deals its rows.
+func (b *Batcher) execPicks(key pickKey, batch []*pickReq) {
 	var total int32
 	for _, r := range batch {
 		total += r.limit
 	}
-
-	b.calls.Add(int64(len(batch)))
-	b.batches.Add(1)
 	p := DocPickParams{Queue: key.queue, Version: key.version, Limit: &total}
 	if !key.durNull {
 		p.Duration = &key.duration
@@ -305,7 +314,6 @@ func (b *Batcher) runPicks(key pickKey, g *group[*pickReq]) {
 		r.done <- pickOut{rows: rows[off : off+n : off+n], err: err}
 		off += n
 	}
-	handOff(&b.mu, b.picks, key, g, func() { b.runPicks(key, g) })
 }
 
 // CanBatch reports whether the role of db's session may use schemas fetchq
@@ -407,16 +415,13 @@ func (b *Batcher) invokeResolve(ctx context.Context, id string, o *overload, con
 	return res, nil
 }
 
-// runResolves runs one batch of completes or kills and deals the outcome.
+// runResolves runs the group's batches of completes or kills.
 func (b *Batcher) runResolves(key resolveKey, g *group[*resolveReq]) {
-	batch := take(&b.mu, g, int(b.cfg.MaxPick), one[*resolveReq])
-	if len(batch) == 0 {
-		handOff(&b.mu, b.resolves, key, g, func() { b.runResolves(key, g) })
-		return
-	}
-	b.calls.Add(int64(len(batch)))
-	b.batches.Add(1)
+	runGroup(b, b.resolves, key, g, one[*resolveReq], func(batch []*resolveReq) { b.execResolves(key, batch) })
+}
 
+// execResolves runs one batch of completes or kills and deals the outcome.
+func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
 	items := make([]resolveItem, 0, len(batch))
 	first := make(map[string]int, len(batch)) // subject -> index of the call that resolves it
 	for i, r := range batch {
@@ -455,7 +460,6 @@ func (b *Batcher) runResolves(key resolveKey, g *group[*resolveReq]) {
 		}
 		r.done <- out
 	}
-	handOff(&b.mu, b.resolves, key, g, func() { b.runResolves(key, g) })
 }
 
 // Pushes.
@@ -534,16 +538,13 @@ func (b *Batcher) invokePush(ctx context.Context, id string, o *overload, conv [
 		Effects: insertEffects(q.name, req.p.Version, out.status, 1)}, nil
 }
 
-// runPushes runs one batch of pushes and deals the outcome.
+// runPushes runs the group's batches of pushes.
 func (b *Batcher) runPushes(queueName string, g *group[*pushReq]) {
-	batch := take(&b.mu, g, int(b.cfg.MaxPick), one[*pushReq])
-	if len(batch) == 0 {
-		handOff(&b.mu, b.pushes, queueName, g, func() { b.runPushes(queueName, g) })
-		return
-	}
-	b.calls.Add(int64(len(batch)))
-	b.batches.Add(1)
+	runGroup(b, b.pushes, queueName, g, one[*pushReq], func(batch []*pushReq) { b.execPushes(queueName, batch) })
+}
 
+// execPushes runs one batch of pushes and deals the outcome.
+func (b *Batcher) execPushes(queueName string, batch []*pushReq) {
 	items := make([]pushItem, len(batch))
 	for i, r := range batch {
 		it := pushItem{Subject: r.p.Subject, Version: r.p.Version, Priority: r.p.Priority, Kind: "n", Payload: r.payload}
@@ -580,5 +581,4 @@ func (b *Batcher) runPushes(queueName string, g *group[*pushReq]) {
 		}
 		r.done <- pushOut{inserted: ok, status: status}
 	}
-	handOff(&b.mu, b.pushes, queueName, g, func() { b.runPushes(queueName, g) })
 }
