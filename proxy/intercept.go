@@ -487,14 +487,7 @@ func (s *session) bind(body []byte) (bool, error) {
 		}
 		return false, nil
 	}
-	nf := m.uint16()
-	if nf > len(m.b)/2 {
-		nf = len(m.b)/2 + 1 // the reads below fail as Postgres' would
-	}
-	formats := make([]int16, nf)
-	for i := range formats {
-		formats[i] = m.int16()
-	}
+	formats := m.int16s()
 	n := m.uint16()
 	if m.err != nil {
 		s.extendedError(m.err)
@@ -546,14 +539,7 @@ func (s *session) bind(body []byte) (bool, error) {
 			params[i] = []byte(text)
 		}
 	}
-	nr := m.uint16()
-	if nr > len(m.b)/2 {
-		nr = len(m.b)/2 + 1 // the reads below fail as Postgres' would
-	}
-	rformats := make([]int16, nr)
-	for i := range rformats {
-		rformats[i] = m.int16()
-	}
+	rformats := m.int16s()
 	m.end()
 	if m.err != nil {
 		s.extendedError(m.err)

@@ -76,6 +76,21 @@ func (m *msgBody) uint16() int {
 // int16 reads a 16-bit format code.
 func (m *msgBody) int16() int16 { return int16(m.uint16()) }
 
+// int16s reads a count and that many format codes. A count larger than
+// the body could hold reads what there is and then fails as Postgres'
+// reads would, without allocating for the claimed count.
+func (m *msgBody) int16s() []int16 {
+	n := m.uint16()
+	if n > len(m.b)/2 {
+		n = len(m.b)/2 + 1
+	}
+	out := make([]int16, n)
+	for i := range out {
+		out[i] = m.int16()
+	}
+	return out
+}
+
 // int32 reads a 32-bit integer (pq_getmsgint(msg, 4)).
 func (m *msgBody) int32() int32 {
 	if m.err != nil {
