@@ -3,7 +3,6 @@ package backend
 import (
 	"errors"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
@@ -145,16 +144,7 @@ func TestBatcherInFlight(t *testing.T) {
 	tb := setup(t)
 	tb.createQueue(t, "inf")
 	const docs, workers = 2000, 32
-	var data strings.Builder
-	for i := range docs {
-		if i > 0 {
-			data.WriteString(", ")
-		}
-		data.WriteString("('d" + strconv.Itoa(i) + "', 0, '{}', {DATA})")
-	}
-	r, err := tb.store.DocPushMany(tb.ctx, tb.db, DocPushManyParams{Queue: "inf", NextIteration: NowMinus("1s"), Data: data.String()})
-	require.NoError(t, err)
-	require.EqualValues(t, docs, r.QueuedDocs)
+	tb.pushPending(t, "inf", docs, func(i int) string { return "('d" + strconv.Itoa(i) + "', 0, '{}', {DATA})" })
 
 	b := NewBatcher(BatcherConfig{Pool: tb.pool, Store: tb.store, MaxInFlight: 3})
 	const pickID, completeID = "doc_pick(varchar,integer,integer,varchar)", "doc_complete(varchar,varchar)"

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
@@ -17,16 +16,9 @@ func TestConcurrentPick(t *testing.T) {
 	tb.createQueue(t, "foo")
 
 	const total, workers = 10000, 32
-	var data strings.Builder
-	for i := range total {
-		if i > 0 {
-			data.WriteString(", ")
-		}
-		data.WriteString("('doc" + strconv.Itoa(i) + "', " + strconv.Itoa(i%7) + `, '{"i":` + strconv.Itoa(i) + `}', {DATA})`)
-	}
-	r, err := tb.store.DocPushMany(tb.ctx, tb.db, DocPushManyParams{Queue: "foo", NextIteration: NowMinus("1s"), Data: data.String()})
-	require.NoError(t, err)
-	require.EqualValues(t, total, r.QueuedDocs)
+	tb.pushPending(t, "foo", total, func(i int) string {
+		return "('doc" + strconv.Itoa(i) + "', " + strconv.Itoa(i%7) + `, '{"i":` + strconv.Itoa(i) + `}', {DATA})`
+	})
 
 	var (
 		wg     sync.WaitGroup

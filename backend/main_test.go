@@ -65,6 +65,22 @@ func (tb *testBundle) push(t *testing.T, q, subject string, version, priority in
 	require.EqualValues(t, 1, r.QueuedDocs, "doc_push(%q, %q)", q, subject)
 }
 
+// pushPending pushes n due documents with push-many, row(i) giving each
+// one's (subject, priority, payload) tuple, and requires them all queued.
+func (tb *testBundle) pushPending(t *testing.T, q string, n int, row func(i int) string) {
+	t.Helper()
+	var data strings.Builder
+	for i := range n {
+		if i > 0 {
+			data.WriteString(", ")
+		}
+		data.WriteString(row(i))
+	}
+	r, err := tb.store.DocPushMany(tb.ctx, tb.db, DocPushManyParams{Queue: q, NextIteration: NowMinus("1s"), Data: data.String()})
+	require.NoError(t, err)
+	require.EqualValues(t, n, r.QueuedDocs)
+}
+
 // pick picks up to limit documents of version 0 with a 5 minute lock.
 func (tb *testBundle) pick(t *testing.T, q string, limit int32) []Doc {
 	t.Helper()
