@@ -212,12 +212,75 @@ type pickOut struct {
 	err  error
 }
 
+// Call is a batchable call ready to join its batch (see [Batcher.Prepare]).
+type Call struct {
+	key batchKey
+	// join queues the call in its group; when it must lead a batch it
+	// runs it inline, or on a new goroutine when async is set.
+	join func(async bool)
+	// wait waits for the call's share of its batch and returns what
+	// Store.Invoke would have.
+	wait func(ctx context.Context) (*Result, error)
+}
+
+// batchKey identifies the sequence of batches a call joins: one of its
+// fields is set.
+type batchKey struct {
+	pick    pickKey
+	resolve resolveKey
+	push    string
+}
+
+// Key identifies the batches the call joins. With MaxInFlight 1 (the only
+// setting [Batcher.Prepare] hands out calls for), the batches of one key
+// run one after the other, and calls of one key started one after the
+// other run in that order: in one statement, in arrival order, or in
+// statements that follow one another.
+func (c *Call) Key() any { return c.key }
+
+// Start joins the call to its batch without waiting for it: when no batch
+// of its key runs, one starts on a new goroutine.
+func (c *Call) Start() { c.join(true) }
+
+// Wait waits for the call's outcome: what [Batcher.Invoke] would have
+// returned. When ctx ends first, the call may still take effect (like a
+// client that disconnects after its statement ran).
+func (c *Call) Wait(ctx context.Context) (*Result, error) { return c.wait(ctx) }
+
 // Invoke runs a batchable overload (see Batchable) with its arguments as
 // Store.Invoke takes them, and returns what Store.Invoke would.
 func (b *Batcher) Invoke(ctx context.Context, id string, args []Value) (*Result, error) {
+	c, err := b.prepare(id, args)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return b.cfg.Store.Invoke(ctx, b.db, id, args)
+	}
+	c.join(false)
+	return c.wait(ctx)
+}
+
+// Prepare readies a call for pipelined use: the caller starts it (Start)
+// and collects its outcome later (Wait), meanwhile starting more calls of
+// the same Key, which keep their order. ok is false when the call does
+// not take a batch (a form the Batcher leaves to Store.Invoke, an argument
+// the conversion refuses: Invoke gives its answer), and always when
+// MaxInFlight is more than 1, where batches of one key may overlap.
+func (b *Batcher) Prepare(id string, args []Value) (c *Call, ok bool) {
+	if b.cfg.MaxInFlight != 1 {
+		return nil, false
+	}
+	c, err := b.prepare(id, args)
+	return c, err == nil && c != nil
+}
+
+// prepare converts a batchable call's arguments and readies it to join its
+// batch. It returns a nil Call when the call takes Store.Invoke's path.
+func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 	o, ok := overloadsByID[id]
 	if !ok || !batchable[id] || len(args) != len(o.args) {
-		return b.cfg.Store.Invoke(ctx, b.db, id, args)
+		return nil, nil
 	}
 	conv := make([]arg, len(args))
 	for i, v := range args {
@@ -229,9 +292,9 @@ func (b *Batcher) Invoke(ctx context.Context, id string, args []Value) (*Result,
 	}
 	switch {
 	case id == pushID:
-		return b.invokePush(ctx, id, o, conv, args)
+		return b.preparePush(id, o, conv, args)
 	case o.name != "doc_pick":
-		return b.invokeResolve(ctx, id, o, conv, args)
+		return b.prepareResolve(o, conv)
 	}
 	key := pickKey{duration: pick5m}
 	limit := int32(1)
@@ -240,14 +303,14 @@ func (b *Batcher) Invoke(ctx context.Context, id string, args []Value) (*Result,
 		if conv[1].null || conv[2].null {
 			// NULL version picks nothing, NULL limit means "all": leave
 			// these rare forms to the ordinary path.
-			return b.cfg.Store.Invoke(ctx, b.db, id, args)
+			return nil, nil
 		}
 		key.version, limit = conv[1].i32(), conv[2].i32()
 		key.duration, key.durNull = conv[3].str, conv[3].null
 	case 2:
 		if o.args[1] == argInteger { // (q, limit)
 			if conv[1].null {
-				return b.cfg.Store.Invoke(ctx, b.db, id, args)
+				return nil, nil
 			}
 			limit = conv[1].i32()
 		} else { // (q, duration)
@@ -256,37 +319,47 @@ func (b *Batcher) Invoke(ctx context.Context, id string, args []Value) (*Result,
 	}
 	q, ok := parseQueue(conv[0].str)
 	if conv[0].null || !ok || limit <= 0 || limit > b.cfg.MaxPick {
-		return b.cfg.Store.Invoke(ctx, b.db, id, args)
+		return nil, nil
 	}
 	key.queue = q.name
 
-	rows, err := b.pick(ctx, key, limit)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{Columns: o.columns, Rows: rows}
-	if n := int64(len(rows)); n > 0 {
-		res.Effects = make(Effects, 0, 3).add(q.name, MetricPkd, n).add(q.name, MetricAct, n).add(q.name, MetricPnd, -n)
-	}
-	return res, nil
+	req := &pickReq{limit: limit, done: make(chan pickOut, 1)}
+	return &Call{
+		key: batchKey{pick: key},
+		join: func(async bool) {
+			if g, lead := join(&b.mu, b.picks, key, req, b.cfg.MaxInFlight); lead {
+				runLead(async, func() { b.runPicks(key, g) })
+			}
+		},
+		wait: func(ctx context.Context) (*Result, error) {
+			var out pickOut
+			select {
+			case out = <-req.done:
+			case <-ctx.Done():
+				// The batch may still pick documents for this call; like
+				// a client that disconnects after its pick ran, they come
+				// back when their lock expires.
+				return nil, ctx.Err()
+			}
+			if out.err != nil {
+				return nil, out.err
+			}
+			res := &Result{Columns: o.columns, Rows: out.rows}
+			if n := int64(len(out.rows)); n > 0 {
+				res.Effects = make(Effects, 0, 3).add(q.name, MetricPkd, n).add(q.name, MetricAct, n).add(q.name, MetricPnd, -n)
+			}
+			return res, nil
+		},
+	}, nil
 }
 
-// pick joins the group of key and returns this call's share of its batch.
-func (b *Batcher) pick(ctx context.Context, key pickKey, limit int32) ([][][]byte, error) {
-	req := &pickReq{limit: limit, done: make(chan pickOut, 1)}
-	g, lead := join(&b.mu, b.picks, key, req, b.cfg.MaxInFlight)
-	if lead {
-		b.runPicks(key, g)
+// runLead runs a batch the caller must lead: inline, or on a new goroutine.
+func runLead(async bool, run func()) {
+	if async {
+		go run()
+		return
 	}
-	select {
-	case out := <-req.done:
-		return out.rows, out.err
-	case <-ctx.Done():
-		// The batch may still pick documents for this call; like a client
-		// that disconnects after its pick ran, they come back when their
-		// lock expires.
-		return nil, ctx.Err()
-	}
+	run()
 }
 
 // runPicks runs the group's batches of picks.
@@ -372,10 +445,10 @@ type resolveItem struct {
 	Has     bool            `json:"h"`
 }
 
-func (b *Batcher) invokeResolve(ctx context.Context, id string, o *overload, conv []arg, args []Value) (*Result, error) {
+func (b *Batcher) prepareResolve(o *overload, conv []arg) (*Call, error) {
 	q, ok := parseQueue(conv[0].str)
 	if conv[0].null || conv[1].null || !ok || (len(conv) == 3 && conv[2].null) {
-		return b.cfg.Store.Invoke(ctx, b.db, id, args)
+		return nil, nil
 	}
 	req := &resolveReq{subject: conv[1].str, done: make(chan resolveOut, 1)}
 	if len(conv) == 3 {
@@ -387,32 +460,37 @@ func (b *Batcher) invokeResolve(ctx context.Context, id string, o *overload, con
 	}
 	kill := o.name == "doc_kill"
 	key := resolveKey{queue: q.name, kill: kill}
-
-	g, lead := join(&b.mu, b.resolves, key, req, b.cfg.MaxInFlight)
-	if lead {
-		b.runResolves(key, g)
-	}
-	var out resolveOut
-	select {
-	case out = <-req.done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if out.err != nil {
-		if b.cfg.Store.swallow(ctx, o.name, out.err) {
-			return &Result{Columns: o.columns, Rows: [][][]byte{{nil}}}, nil
-		}
-		return nil, out.err
-	}
-	res := &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(out.affected)}}}
-	if out.affected > 0 {
-		metric := MetricCpl
-		if kill {
-			metric = MetricKll
-		}
-		res.Effects = make(Effects, 0, 3).add(q.name, MetricPrc, 1).add(q.name, metric, 1).add(q.name, MetricAct, -1)
-	}
-	return res, nil
+	return &Call{
+		key: batchKey{resolve: key},
+		join: func(async bool) {
+			if g, lead := join(&b.mu, b.resolves, key, req, b.cfg.MaxInFlight); lead {
+				runLead(async, func() { b.runResolves(key, g) })
+			}
+		},
+		wait: func(ctx context.Context) (*Result, error) {
+			var out resolveOut
+			select {
+			case out = <-req.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if out.err != nil {
+				if b.cfg.Store.swallow(ctx, o.name, out.err) {
+					return &Result{Columns: o.columns, Rows: [][][]byte{{nil}}}, nil
+				}
+				return nil, out.err
+			}
+			res := &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(out.affected)}}}
+			if out.affected > 0 {
+				metric := MetricCpl
+				if kill {
+					metric = MetricKll
+				}
+				res.Effects = make(Effects, 0, 3).add(q.name, MetricPrc, 1).add(q.name, metric, 1).add(q.name, MetricAct, -1)
+			}
+			return res, nil
+		},
+	}, nil
 }
 
 // runResolves runs the group's batches of completes or kills.
@@ -470,10 +548,13 @@ func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
 // the first and the others get 0, as they would have, running after it.
 // When the batch statement fails (a payload the jsonb input refuses, a
 // number to_timestamp refuses, a queue dropped meanwhile...), nothing was
-// inserted, and every call of the batch runs alone: each gets exactly the
+// inserted, and every call of the batch runs alone, one after the other in
+// arrival order before the next batch starts: each gets exactly the
 // answer or the error it would have got.
 
 type pushReq struct {
+	id      string
+	args    []Value
 	p       DocPushParams
 	payload string // de-doubled JSON text
 	done    chan pushOut
@@ -482,7 +563,8 @@ type pushReq struct {
 type pushOut struct {
 	inserted bool
 	status   int
-	alone    bool // the batch failed: run the call alone
+	alone    *Result // the batch failed: the call's outcome, run alone
+	err      error
 }
 
 // pushItem is one element of the JSON list a push batch sends. Kind is
@@ -496,46 +578,53 @@ type pushItem struct {
 	Payload  string `json:"d"`
 }
 
-func (b *Batcher) invokePush(ctx context.Context, id string, o *overload, conv []arg, args []Value) (*Result, error) {
+func (b *Batcher) preparePush(id string, o *overload, conv []arg, args []Value) (*Call, error) {
 	for _, a := range conv {
 		if a.null {
-			return b.cfg.Store.Invoke(ctx, b.db, id, args)
+			return nil, nil
 		}
 	}
 	q, ok := parseQueue(conv[0].str)
 	t := conv[4].time
 	if !ok || utf8.RuneCountInString(conv[1].str) > maxSubjectLen ||
 		!(t.Kind == TimeEpoch || (t.Kind == TimeNow && t.Interval == "")) {
-		return b.cfg.Store.Invoke(ctx, b.db, id, args)
+		return nil, nil
 	}
 	payload, err := jsonArg(conv[5].str)
 	if err != nil {
 		return nil, err
 	}
 	req := &pushReq{
+		id: id, args: args,
 		p: DocPushParams{Queue: q.name, Subject: conv[1].str, Version: conv[2].i32(), Priority: conv[3].i32(),
 			NextIteration: t, Payload: conv[5].str},
 		payload: payload,
 		done:    make(chan pushOut, 1),
 	}
-	g, lead := join(&b.mu, b.pushes, q.name, req, b.cfg.MaxInFlight)
-	if lead {
-		b.runPushes(q.name, g)
-	}
-	var out pushOut
-	select {
-	case out = <-req.done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if out.alone {
-		return b.cfg.Store.Invoke(ctx, b.db, id, args)
-	}
-	if !out.inserted {
-		return &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(0)}}}, nil
-	}
-	return &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(1)}},
-		Effects: insertEffects(q.name, req.p.Version, out.status, 1)}, nil
+	return &Call{
+		key: batchKey{push: q.name},
+		join: func(async bool) {
+			if g, lead := join(&b.mu, b.pushes, q.name, req, b.cfg.MaxInFlight); lead {
+				runLead(async, func() { b.runPushes(q.name, g) })
+			}
+		},
+		wait: func(ctx context.Context) (*Result, error) {
+			var out pushOut
+			select {
+			case out = <-req.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if out.alone != nil || out.err != nil {
+				return out.alone, out.err
+			}
+			if !out.inserted {
+				return &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(0)}}}, nil
+			}
+			return &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(1)}},
+				Effects: insertEffects(q.name, req.p.Version, out.status, 1)}, nil
+		},
+	}, nil
 }
 
 // runPushes runs the group's batches of pushes.
@@ -572,7 +661,10 @@ func (b *Batcher) execPushes(queueName string, batch []*pushReq) {
 	}
 	for _, r := range batch {
 		if err != nil {
-			r.done <- pushOut{alone: true}
+			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+			res, rerr := b.cfg.Store.Invoke(ctx, b.db, r.id, r.args)
+			cancel()
+			r.done <- pushOut{alone: res, err: rerr}
 			continue
 		}
 		status, ok := inserted[r.p.Subject]

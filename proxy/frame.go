@@ -184,3 +184,13 @@ func writeEncoded(w *connWriter, msg encoder) error {
 	_, err = w.Write(b)
 	return err
 }
+
+// syncNext reports whether the next message, already buffered, is a Sync
+// (without a body). It never waits for input.
+func (m *msgReader) syncNext() bool {
+	if m.buffered() < headerLen {
+		return false
+	}
+	h, err := m.r.Peek(headerLen)
+	return err == nil && h[0] == 'S' && binary.BigEndian.Uint32(h[1:5]) == 4
+}

@@ -58,6 +58,11 @@ type Batcher interface {
 	Batchable(id string, args []backend.Value) bool
 	// Invoke runs a batchable call as Queue.Invoke would, in a batch.
 	Invoke(ctx context.Context, id string, args []backend.Value) (*backend.Result, error)
+	// Prepare readies a batchable call to be started now and waited for
+	// later, so that a client's pipelined calls join one batch; ok is
+	// false when the call must go through Invoke. Calls of one Key
+	// started in order run in that order.
+	Prepare(id string, args []backend.Value) (c *backend.Call, ok bool)
 }
 
 // Counters receives the counter effects of committed calls.
@@ -576,6 +581,9 @@ func (s *session) describePortal(p *icPortal) {
 
 // execute runs an intercepted portal.
 func (s *session) execute(p *icPortal) error {
+	if s.executeAsync(p) {
+		return nil
+	}
 	// The call must see the outcome of everything the client sent before
 	// it: get the upstream to answer it, and wait.
 	if err := s.awaitAnswers(); err != nil {
@@ -614,42 +622,11 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, params [][]byte, r
 		// even a function that would answer without the database.
 		return errTxAborted
 	}
-	if len(call.Columns) > 0 {
-		// Postgres refuses a result format code other than text or binary
-		// when it sends the first row; the proxy refuses it before the
-		// call runs (even for a call that returns no row), rather than
-		// after the call has taken effect.
-		for i := range call.Columns {
-			if f := formatOf(resultFormats, i); f != 0 && f != 1 {
-				return &Error{Code: "22023", Message: fmt.Sprintf("unsupported format code: %d", f)}
-			}
-		}
-	}
-	args := make([]backend.Value, len(call.Args))
-	for i, a := range call.Args {
-		switch a.Kind {
-		case rewrite.ArgConst:
-			args[i] = backend.Value{Text: a.Text}
-		case rewrite.ArgNull:
-			args[i] = backend.Value{Null: true}
-		case rewrite.ArgNow:
-			args[i] = backend.Value{Now: true, Interval: a.Text, Negative: a.Negative}
-		case rewrite.ArgEpoch:
-			args[i] = backend.Value{Epoch: true, Text: a.Text}
-		case rewrite.ArgParam:
-			idx := a.Param - 1
-			if idx < 0 || idx >= len(params) {
-				return &Error{Code: "42P02", Message: fmt.Sprintf("there is no parameter $%d", a.Param)}
-			}
-			if params[idx] == nil {
-				args[i] = backend.Value{Null: true}
-				break
-			}
-			args[i] = backend.Value{Text: string(params[idx])}
-		}
+	args, err := callArgs(call, params, resultFormats)
+	if err != nil {
+		return err
 	}
 	var res *backend.Result
-	var err error
 	batched := s.batchable(db, call.Func.ID, args)
 	if batched {
 		res, err = s.srv.cfg.Batcher.Invoke(s.ctx, call.Func.ID, args)
@@ -671,6 +648,58 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, params [][]byte, r
 		return internalErrorForClient(err)
 	}
 	s.effects(res.Effects)
+	out, err := encodeResult(call, res, resultFormats, withRowDesc)
+	if err != nil {
+		return err
+	}
+	s.respond(out)
+	return nil
+}
+
+// callArgs returns the arguments of call, with a portal's parameters
+// (text values, nil for NULL) in place of its placeholders, after checking
+// the result formats.
+func callArgs(call *rewrite.Call, params [][]byte, resultFormats []int16) ([]backend.Value, error) {
+	if len(call.Columns) > 0 {
+		// Postgres refuses a result format code other than text or binary
+		// when it sends the first row; the proxy refuses it before the
+		// call runs (even for a call that returns no row), rather than
+		// after the call has taken effect.
+		for i := range call.Columns {
+			if f := formatOf(resultFormats, i); f != 0 && f != 1 {
+				return nil, &Error{Code: "22023", Message: fmt.Sprintf("unsupported format code: %d", f)}
+			}
+		}
+	}
+	args := make([]backend.Value, len(call.Args))
+	for i, a := range call.Args {
+		switch a.Kind {
+		case rewrite.ArgConst:
+			args[i] = backend.Value{Text: a.Text}
+		case rewrite.ArgNull:
+			args[i] = backend.Value{Null: true}
+		case rewrite.ArgNow:
+			args[i] = backend.Value{Now: true, Interval: a.Text, Negative: a.Negative}
+		case rewrite.ArgEpoch:
+			args[i] = backend.Value{Epoch: true, Text: a.Text}
+		case rewrite.ArgParam:
+			idx := a.Param - 1
+			if idx < 0 || idx >= len(params) {
+				return nil, &Error{Code: "42P02", Message: fmt.Sprintf("there is no parameter $%d", a.Param)}
+			}
+			if params[idx] == nil {
+				args[i] = backend.Value{Null: true}
+				break
+			}
+			args[i] = backend.Value{Text: string(params[idx])}
+		}
+	}
+	return args, nil
+}
+
+// encodeResult encodes the answer to a call: RowDescription (when
+// withRowDesc), DataRows and CommandComplete.
+func encodeResult(call *rewrite.Call, res *backend.Result, resultFormats []int16, withRowDesc bool) ([]byte, error) {
 	var out []byte
 	if withRowDesc {
 		out = appendEncoded(out, rowDescription(call, resultFormats))
@@ -679,14 +708,13 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, params [][]byte, r
 	for _, row := range res.Rows {
 		vals, err := projectRow(call, row, resultFormats)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		dr.Values = vals
 		out = appendEncoded(out, &dr)
 	}
 	out = appendEncoded(out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.Itoa(len(res.Rows)))})
-	s.respond(out)
-	return nil
+	return out, nil
 }
 
 // batchable reports whether a call may run in a batch on the service pool:

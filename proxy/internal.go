@@ -61,6 +61,9 @@ func (d *upstreamDB) Query(ctx context.Context, sql string, args []any, scan fun
 		}
 		params[i] = v
 	}
+	if err := s.awaitPipelined(); err != nil {
+		return pgconn.CommandTag{}, err
+	}
 	c := &capture{ch: make(chan capturedMsg, 8), done: s.ctx.Done()}
 	s.q.push(request{kind: reqSync, capture: c})
 	w := s.up.w

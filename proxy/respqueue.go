@@ -33,7 +33,11 @@ const (
 	reqSync                    // ReadyForQuery
 	reqQuery                   // ReadyForQuery (simple Query, FunctionCall)
 	reqLocal                   // answered by the proxy: local holds the bytes
+	reqAsync                   // answered by the proxy once a pipelined call ends (see pipelined.go)
 )
+
+// forwarded reports whether the upstream answers requests of this kind.
+func (k reqKind) forwarded() bool { return k < reqLocal }
 
 // extended reports whether an ErrorResponse ends this request and makes
 // the upstream skip everything up to the next Sync.
@@ -64,6 +68,28 @@ type request struct {
 	local   []byte   // reqLocal: the answer to write
 	capture *capture // non-nil: the upstream's answers go to an internal caller
 	seq     uint64   // a client's Sync or Query: its number (session.boundarySeq)
+	async   *asyncAnswer
+}
+
+// asyncAnswer is the answer to a pipelined call, set under respQueue.mu
+// when the call ends.
+type asyncAnswer struct {
+	b    []byte
+	done bool
+}
+
+// ready reports whether the proxy can write the answer to r now: its own
+// answer, or a pipelined call's once it has ended.
+func (r *request) ready() bool {
+	return r.kind == reqLocal || (r.kind == reqAsync && r.async.done)
+}
+
+// answer returns the proxy's own answer to r (ready).
+func (r *request) answer() []byte {
+	if r.kind == reqAsync {
+		return r.async.b
+	}
+	return r.local
 }
 
 // respQueue is a FIFO of requests awaiting their answers. It is safe for
@@ -73,14 +99,28 @@ type respQueue struct {
 	mu    sync.Mutex
 	items []request
 	head  int
+	// fwd counts the entries the upstream answers, async the pipelined
+	// calls (reqAsync entries).
+	fwd, async int
 	// idle is closed and replaced when the queue empties, for waiters.
 	emptied chan struct{}
 }
 
 func (q *respQueue) push(r request) {
 	q.mu.Lock()
-	q.items = append(q.items, r)
+	q.pushLocked(r)
 	q.mu.Unlock()
+}
+
+// pushLocked appends r. q.mu is held.
+func (q *respQueue) pushLocked(r request) {
+	q.items = append(q.items, r)
+	switch {
+	case r.kind.forwarded():
+		q.fwd++
+	case r.kind == reqAsync:
+		q.async++
+	}
 }
 
 // front returns the head entry, if any.
@@ -95,6 +135,12 @@ func (q *respQueue) front() (request, bool) {
 
 // popLocked removes the head entry. q.mu is held.
 func (q *respQueue) popLocked() {
+	switch k := q.items[q.head].kind; {
+	case k.forwarded():
+		q.fwd--
+	case k == reqAsync:
+		q.async--
+	}
 	q.items[q.head] = request{}
 	q.head++
 	if q.head == len(q.items) {
@@ -111,6 +157,14 @@ func (q *respQueue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.items) - q.head
+}
+
+// counts returns how many entries await the upstream's answer and how
+// many are pipelined calls.
+func (q *respQueue) counts() (forwarded, async int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.fwd, q.async
 }
 
 // waitEmpty returns a channel closed once the queue is empty (already

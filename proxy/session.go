@@ -82,6 +82,7 @@ type session struct {
 	boundarySeq      uint64               // Sync and Query messages forwarded (see livePortal)
 	msgBuf           []byte               // reused buffer for inspected client messages
 	batchOK          map[string]bool      // queues the client's role may batch on; cleared when it forwards a statement
+	pipelineKey      any                  // batch key of the pipelined calls running (see pipelined.go)
 
 	// Counter effects of calls made in the client's open transaction,
 	// applied when it commits (see trackTxEnd).
@@ -287,7 +288,9 @@ func (s *session) readClient() error {
 // forwardStreamed forwards a client message whose body is still unread,
 // streaming it.
 func (s *session) forwardStreamed(typ byte, kind reqKind, n int) error {
-	s.pushRequest(kind)
+	if err := s.pushRequest(kind); err != nil {
+		return err
+	}
 	if err := writeHeader(s.up.w, typ, n); err != nil {
 		return err
 	}
@@ -299,14 +302,21 @@ func (s *session) forwardStreamed(typ byte, kind reqKind, n int) error {
 
 // forward forwards a client message whose body has been read.
 func (s *session) forward(typ byte, kind reqKind, body []byte) error {
-	s.pushRequest(kind)
+	if err := s.pushRequest(kind); err != nil {
+		return err
+	}
 	return writeMsg(s.up.w, typ, body)
 }
 
-// pushRequest records a forwarded request on the response queue.
-func (s *session) pushRequest(kind reqKind) {
+// pushRequest records a forwarded request on the response queue, once
+// the pipelined calls still running have ended: what the client sends
+// after a call must see its effects.
+func (s *session) pushRequest(kind reqKind) error {
+	if err := s.awaitPipelined(); err != nil {
+		return err
+	}
 	if kind == reqLocal {
-		return
+		return nil
 	}
 	if kind == reqQuery || kind == reqParse {
 		// The client runs SQL of its own (SET ROLE, perhaps): check its
@@ -324,6 +334,7 @@ func (s *session) pushRequest(kind reqKind) {
 		s.partial.Store(true)
 	}
 	s.q.push(request{kind: kind, seq: seq})
+	return nil
 }
 
 // skippedAfterError reports the client messages the upstream ignores
@@ -373,12 +384,13 @@ func (s *session) inspectClient(typ byte, n int) (bool, error) {
 	}
 	if typ == 'S' {
 		s.discardUntilSync = false
-		if len(body) == 0 && !s.partial.Load() && s.q.len() == 0 {
+		if fwd, _ := s.q.counts(); len(body) == 0 && !s.partial.Load() && fwd == 0 {
 			// Nothing was forwarded since the last Sync and nothing is
-			// in flight: the upstream sits at a Sync boundary in the
-			// state its last ReadyForQuery reported, so the proxy answers
-			// this Sync itself and spares a round trip. (A Sync with a
-			// body is Postgres' to refuse.)
+			// in flight upstream: the upstream sits at a Sync boundary in
+			// the state its last ReadyForQuery reported, so the proxy
+			// answers this Sync itself and spares a round trip (after
+			// the answers of pipelined calls still running, if any). (A
+			// Sync with a body is Postgres' to refuse.)
 			s.respondReady()
 			return true, nil
 		}
@@ -590,10 +602,10 @@ func (s *session) answered(skipToSync bool) {
 // queue. s.q.mu is held.
 func (s *session) writeLocalsLocked() {
 	q := &s.q
-	for q.head < len(q.items) && q.items[q.head].kind == reqLocal {
+	for q.head < len(q.items) && q.items[q.head].ready() {
 		s.cmu.Lock()
 		if !s.fatalSent.Load() {
-			_, _ = s.cw.Write(q.items[q.head].local)
+			_, _ = s.cw.Write(q.items[q.head].answer())
 		}
 		s.cmu.Unlock()
 		q.popLocked()
@@ -616,7 +628,7 @@ func (s *session) respond(b []byte) {
 		s.cmu.Unlock()
 		return
 	}
-	q.items = append(q.items, request{kind: reqLocal, local: b})
+	q.pushLocked(request{kind: reqLocal, local: b})
 }
 
 // upstreamLost ends the session after the upstream connection failed. If

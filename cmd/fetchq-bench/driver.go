@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Hand-written batched SQL of W3, on the proxy's plain tables: one
@@ -47,7 +48,10 @@ type queueOps interface {
 
 // fetchqOps picks with one doc_pick call and completes with one
 // doc_complete call per document, each call its own transaction: the
-// Fetchq API has no batch complete.
+// Fetchq API has no batch complete. The completes go as one pipeline (the
+// extended protocol, every call followed by its own Sync, as pgx's and
+// libpq's pipeline modes send them), so a client does not wait a round
+// trip per document.
 type fetchqOps struct{}
 
 func (fetchqOps) pick(ctx context.Context, conn *pgx.Conn) ([]string, error) {
@@ -56,18 +60,42 @@ func (fetchqOps) pick(ctx context.Context, conn *pgx.Conn) ([]string, error) {
 }
 
 func (fetchqOps) complete(ctx context.Context, conn *pgx.Conn, subjects []string) (int64, error) {
-	var n int64
+	p := conn.PgConn().StartPipeline(ctx)
 	for _, s := range subjects {
-		var affected *int32
-		if err := conn.QueryRow(ctx, fetchqCompleteSQL, s).Scan(&affected); err != nil {
-			return n, err
-		}
-		if affected == nil || *affected != 1 {
-			return n, fmt.Errorf("doc_complete(%q) affected %v rows, want 1", s, affected)
-		}
-		n++
+		p.SendQueryParams(fetchqCompleteSQL, [][]byte{[]byte(s)}, nil, nil, nil)
+		p.SendPipelineSync()
 	}
-	return n, nil
+	if err := p.Flush(); err != nil {
+		p.Close()
+		return 0, err
+	}
+	var n int64
+	var failed error
+	for _, s := range subjects {
+		res, err := p.GetResults()
+		if err == nil {
+			rr, ok := res.(*pgconn.ResultReader)
+			if !ok {
+				err = fmt.Errorf("doc_complete(%q): unexpected %T in the pipeline", s, res)
+			} else if r := rr.Read(); r.Err != nil {
+				err = r.Err
+			} else if len(r.Rows) != 1 || string(r.Rows[0][0]) != "1" {
+				err = fmt.Errorf("doc_complete(%q) returned %q, want one row, 1", s, r.Rows)
+			}
+		}
+		if err == nil && failed == nil {
+			n++ // the completed documents are the first n
+		} else if failed == nil {
+			failed = err
+		}
+		if _, err := p.GetResults(); err != nil && failed == nil { // the call's Sync
+			failed = err
+		}
+	}
+	if err := p.Close(); err != nil && failed == nil {
+		failed = err
+	}
+	return n, failed
 }
 
 // batchOps is hand-written batched SQL: two statements per 100 documents.

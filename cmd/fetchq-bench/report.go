@@ -191,7 +191,7 @@ func (r *report) print(w io.Writer) {
 		case "W2":
 			r.printQueue(w, "W2  pick 1 + complete (two calls per document), pgbench -M simple", "documents/s", r.b.o.w2Clients, wl, []string{tProxy, tSQL, tExt})
 		case "W3":
-			r.printQueue(w, fmt.Sprintf("W3  pick %d + complete each, 8 clients, Go load generator (simple protocol)", w3Batch), "documents/s", []int{w3Clients}, wl, []string{tProxy, tSQL, tRiver, tExt})
+			r.printQueue(w, fmt.Sprintf("W3  pick %d + complete each (completes pipelined, a Sync each), 8 clients, Go load generator", w3Batch), "documents/s", []int{w3Clients}, wl, []string{tProxy, tSQL, tRiver, tExt})
 		case "W4":
 			r.printPassthrough(w)
 		case "W5":

@@ -1,0 +1,168 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+)
+
+// pipeCall is one statement of a pipeline, sent with its own Sync.
+type pipeCall struct {
+	sql    string
+	params []string
+}
+
+// pipeResult is what the client received for a pipeCall.
+type pipeResult struct {
+	rows [][]string
+	err  error
+}
+
+// runPipeline sends calls as one pipeline, each statement followed by its
+// own Sync (each its own transaction), before reading any answer, and
+// returns the answers in order.
+func runPipeline(t *testing.T, ctx context.Context, conn *pgconn.PgConn, calls []pipeCall) []pipeResult {
+	t.Helper()
+	p := conn.StartPipeline(ctx)
+	for _, c := range calls {
+		params := make([][]byte, len(c.params))
+		for i, v := range c.params {
+			params[i] = []byte(v)
+		}
+		p.SendQueryParams(c.sql, params, nil, nil, nil)
+		p.SendPipelineSync()
+	}
+	require.NoError(t, p.Flush())
+	out := make([]pipeResult, len(calls))
+	for i := range calls {
+		res, err := p.GetResults()
+		if err != nil {
+			out[i].err = err
+		} else {
+			rr, ok := res.(*pgconn.ResultReader)
+			require.True(t, ok, "call %d: got %T", i, res)
+			r := rr.Read()
+			out[i].err = r.Err
+			for _, row := range r.Rows {
+				vals := make([]string, len(row))
+				for j, v := range row {
+					vals[j] = string(v)
+				}
+				out[i].rows = append(out[i].rows, vals)
+			}
+		}
+		res, err = p.GetResults()
+		require.NoError(t, err, "call %d: sync", i)
+		_, ok := res.(*pgconn.PipelineSync)
+		require.True(t, ok, "call %d: got %T, want the Sync's answer", i, res)
+	}
+	require.NoError(t, p.Close())
+	return out
+}
+
+// TestPipelinedCalls: calls a client pipelines, each with its own Sync,
+// are batched together and answered in order with what each would have
+// got alone; what follows a call sees its effects.
+func TestPipelinedCalls(t *testing.T) {
+	t.Parallel()
+	b, _, batcher := setupFull(t)
+	conn := fetchqConn(t, b, "pipe", "pipe2")
+	ctx := ctxT(t, time.Minute)
+
+	const n = 200
+	push := make([]pipeCall, n)
+	for i := range push {
+		push[i] = pipeCall{"SELECT queued_docs FROM fetchq.doc_push('pipe', $1, 0, 0, NOW(), '{}')", []string{fmt.Sprintf("d%03d", i)}}
+	}
+	// The same subject twice in one pipeline: the first push inserts it.
+	push = append(push, pipeCall{"SELECT queued_docs FROM fetchq.doc_push('pipe', $1, 0, 0, NOW(), '{}')", []string{"d000"}})
+	calls0, batches0 := batcher.Stats()
+	res := runPipeline(t, ctx, conn.PgConn(), push)
+	for i, r := range res {
+		require.NoError(t, r.err, "push %d", i)
+		want := "1"
+		if i == n {
+			want = "0"
+		}
+		require.Equal(t, [][]string{{want}}, r.rows, "push %d", i)
+	}
+	calls1, batches1 := batcher.Stats()
+	require.EqualValues(t, n+1, calls1-calls0, "every push went through the batcher")
+	require.Less(t, batches1-batches0, int64(n/4), "pipelined pushes were not batched together")
+	t.Logf("%d pipelined pushes in %d batches", calls1-calls0, batches1-batches0)
+
+	var picked []string
+	rows, err := conn.Query(ctx, "SELECT subject FROM fetchq.doc_pick('pipe', 0, $1, '5m')", n)
+	require.NoError(t, err)
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		picked = append(picked, s)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, picked, n)
+	calls1, batches1 = batcher.Stats()
+
+	complete := make([]pipeCall, 0, n+2)
+	for _, s := range picked {
+		complete = append(complete, pipeCall{"SELECT affected_rows FROM fetchq.doc_complete('pipe', $1)", []string{s}})
+	}
+	complete = append(complete,
+		pipeCall{"SELECT affected_rows FROM fetchq.doc_complete('pipe', $1)", []string{picked[0]}},
+		// A forwarded statement after the calls sees all of them.
+		pipeCall{"SELECT count(*) FROM fetchq_data.pipe__docs WHERE status = 3", nil})
+	res = runPipeline(t, ctx, conn.PgConn(), complete)
+	for i, r := range res[:n] {
+		require.NoError(t, r.err, "complete %d", i)
+		require.Equal(t, [][]string{{"1"}}, r.rows, "complete %d (%s)", i, picked[i])
+	}
+	require.NoError(t, res[n].err)
+	require.Equal(t, [][]string{{"0"}}, res[n].rows, "a document completed twice")
+	require.NoError(t, res[n+1].err)
+	require.Equal(t, [][]string{{fmt.Sprint(n)}}, res[n+1].rows)
+	calls2, batches2 := batcher.Stats()
+	require.EqualValues(t, n+1, calls2-calls1)
+	require.Less(t, batches2-batches1, int64(n/4), "pipelined completes were not batched together")
+	t.Logf("%d pipelined completes in %d batches", calls2-calls1, batches2-batches1)
+
+	// Calls of different kinds in one pipeline see each other's effects,
+	// in order: push, pick, complete, then a read of the document.
+	for round := range 20 {
+		subj := fmt.Sprintf("x%02d", round)
+		res = runPipeline(t, ctx, conn.PgConn(), []pipeCall{
+			{"SELECT queued_docs FROM fetchq.doc_push('pipe2', $1, 0, 0, NOW(), '{}')", []string{subj}},
+			{"SELECT subject FROM fetchq.doc_pick('pipe2', 0, 1, '5m')", nil},
+			{"SELECT affected_rows FROM fetchq.doc_complete('pipe2', $1)", []string{subj}},
+			{"SELECT affected_rows FROM fetchq.doc_complete('pipe2', $1)", []string{subj}},
+			{"SELECT status, iterations FROM fetchq_data.pipe2__docs WHERE subject = $1", []string{subj}},
+		})
+		for i, r := range res {
+			require.NoError(t, r.err, "round %d call %d", round, i)
+		}
+		require.Equal(t, [][]string{{"1"}}, res[0].rows, "round %d push", round)
+		require.Equal(t, [][]string{{subj}}, res[1].rows, "round %d pick", round)
+		require.Equal(t, [][]string{{"1"}}, res[2].rows, "round %d complete", round)
+		require.Equal(t, [][]string{{"0"}}, res[3].rows, "round %d second complete", round)
+		require.Equal(t, [][]string{{"3", "1"}}, res[4].rows, "round %d document", round)
+	}
+
+	// An error in one pipelined call is that call's alone.
+	res = runPipeline(t, ctx, conn.PgConn(), []pipeCall{
+		{"SELECT queued_docs FROM fetchq.doc_push('pipe2', $1, 0, 0, NOW(), '{}')", []string{"e1"}},
+		{"SELECT queued_docs FROM fetchq.doc_push('pipe2', $1, 0, 0, NOW(), '{\"a\": 1e999999}')", []string{"e2"}},
+		{"SELECT queued_docs FROM fetchq.doc_push('pipe2', $1, 0, 0, NOW(), '{}')", []string{"e3"}},
+	})
+	require.NoError(t, res[0].err)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, res[1].err, &pgErr)
+	require.Equal(t, "22003", pgErr.Code)
+	require.NoError(t, res[2].err)
+	require.Equal(t, [][]string{{"1"}}, res[2].rows)
+	var count int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.pipe2__docs WHERE subject IN ('e1', 'e2', 'e3')").Scan(&count))
+	require.Equal(t, 2, count)
+}
