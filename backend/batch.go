@@ -221,6 +221,8 @@ type Call struct {
 	// wait waits for the call's share of its batch and returns what
 	// Store.Invoke would have.
 	wait func(ctx context.Context) (*Result, error)
+	// ended reports whether the call's share of its batch has been dealt.
+	ended func() bool
 }
 
 // batchKey identifies the sequence of batches a call joins: one of its
@@ -241,6 +243,10 @@ func (c *Call) Key() any { return c.key }
 // Start joins the call to its batch without waiting for it: when no batch
 // of its key runs, one starts on a new goroutine.
 func (c *Call) Start() { c.join(true) }
+
+// Ended reports whether the call's outcome is in, so that Wait returns at
+// once.
+func (c *Call) Ended() bool { return c.ended() }
 
 // Wait waits for the call's outcome: what [Batcher.Invoke] would have
 // returned. When ctx ends first, the call may still take effect (like a
@@ -331,6 +337,7 @@ func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 				runLead(async, func() { b.runPicks(key, g) })
 			}
 		},
+		ended: func() bool { return len(req.done) > 0 },
 		wait: func(ctx context.Context) (*Result, error) {
 			var out pickOut
 			select {
@@ -467,6 +474,7 @@ func (b *Batcher) prepareResolve(o *overload, conv []arg) (*Call, error) {
 				runLead(async, func() { b.runResolves(key, g) })
 			}
 		},
+		ended: func() bool { return len(req.done) > 0 },
 		wait: func(ctx context.Context) (*Result, error) {
 			var out resolveOut
 			select {
@@ -608,6 +616,7 @@ func (b *Batcher) preparePush(id string, o *overload, conv []arg, args []Value) 
 				runLead(async, func() { b.runPushes(q.name, g) })
 			}
 		},
+		ended: func() bool { return len(req.done) > 0 },
 		wait: func(ctx context.Context) (*Result, error) {
 			var out pushOut
 			select {

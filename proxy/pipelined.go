@@ -64,45 +64,94 @@ func (s *session) executeAsync(p *icPortal) bool {
 		return false
 	}
 	s.pipelineKey = c.Key()
-	a := &asyncAnswer{}
-	s.q.push(request{kind: reqAsync, async: a})
+	pc := &pipelinedCall{c: c, a: &asyncAnswer{}, call: call, resultFormats: p.resultFormats}
+	s.q.push(request{kind: reqAsync, async: pc.a})
 	c.Start()
-	go s.finishAsync(c, a, call, p.resultFormats)
+	s.plmu.Lock()
+	s.pipeline = append(s.pipeline, pc)
+	start := !s.collecting
+	s.collecting = true
+	s.plmu.Unlock()
+	if start {
+		go s.collect()
+	}
 	return true
 }
 
-// finishAsync waits for a pipelined call and writes its answer when it
-// reaches the head of the response queue, with the proxy's own answers
-// queued behind it (the Sync's ReadyForQuery).
-func (s *session) finishAsync(c *backend.Call, a *asyncAnswer, call *rewrite.Call, resultFormats []int16) {
-	// The call runs to its end even when the session ends meanwhile (the
-	// batch does not stop for one caller): its counter effects count.
-	res, err := c.Wait(context.Background())
+// pipelinedCall is a pipelined call the collector waits for.
+type pipelinedCall struct {
+	c             *backend.Call
+	a             *asyncAnswer
+	call          *rewrite.Call
+	resultFormats []int16
+}
+
+// collect waits for the session's pipelined calls in order and writes
+// their answers (with the proxy's own answers queued behind each, such as
+// the Sync's ReadyForQuery). It flushes only before it waits, so the
+// answers of calls that ended in one batch leave in one write. It runs
+// while calls are pending, then ends.
+func (s *session) collect() {
+	unflushed := false
+	for {
+		s.plmu.Lock()
+		if len(s.pipeline) == 0 {
+			s.pipeline, s.collecting = nil, false
+			s.plmu.Unlock()
+			break
+		}
+		pc := s.pipeline[0]
+		s.pipeline[0] = nil
+		s.pipeline = s.pipeline[1:]
+		s.plmu.Unlock()
+		if unflushed && !pc.c.Ended() {
+			s.flushClient()
+			unflushed = false
+		}
+		out := s.pipelinedAnswer(pc)
+		q := &s.q
+		q.mu.Lock()
+		pc.a.b, pc.a.done = out, true
+		if !s.closing.Load() {
+			// Every earlier pipelined call has been answered: this one
+			// is at the head, or behind answers of the proxy's own.
+			s.writeLocalsLocked()
+			unflushed = true
+		}
+		q.mu.Unlock()
+	}
+	if unflushed {
+		s.flushClient()
+	}
+}
+
+// pipelinedAnswer waits for a pipelined call and returns its answer. The
+// call runs to its end even when the session ends meanwhile (the batch
+// does not stop for one caller), and its counter effects count.
+func (s *session) pipelinedAnswer(pc *pipelinedCall) []byte {
+	res, err := pc.c.Wait(context.Background())
 	var out []byte
 	if err == nil {
 		if s.srv.cfg.Counters != nil && len(res.Effects) > 0 {
 			s.srv.cfg.Counters.Apply(res.Effects)
 		}
-		out, err = encodeResult(call, res, resultFormats, false)
+		out, err = encodeResult(pc.call, res, pc.resultFormats, false)
 	}
 	if err != nil {
 		// The call ran in a transaction of its own, as it would have
 		// directly: an error ends it, and its Sync follows.
 		out = encodeMsgs(errorResponse(s.serviceErrorForClient(err), false, s.log()))
 	}
-	q := &s.q
-	q.mu.Lock()
-	a.b, a.done = out, true
-	atHead := q.head < len(q.items) && q.items[q.head].async == a
-	if atHead && !s.closing.Load() {
-		s.writeLocalsLocked()
-	}
-	q.mu.Unlock()
-	if atHead && !s.closing.Load() {
-		s.cmu.Lock()
+	return out
+}
+
+// flushClient flushes what was written to the client.
+func (s *session) flushClient() {
+	s.cmu.Lock()
+	if !s.closing.Load() {
 		_ = s.cw.Flush()
-		s.cmu.Unlock()
 	}
+	s.cmu.Unlock()
 }
 
 // awaitPipelined waits until the pipelined calls still running have ended

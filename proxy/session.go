@@ -84,6 +84,10 @@ type session struct {
 	batchOK          map[string]bool      // queues the client's role may batch on; cleared when it forwards a statement
 	pipelineKey      any                  // batch key of the pipelined calls running (see pipelined.go)
 
+	plmu       sync.Mutex       // guards pipeline and collecting
+	pipeline   []*pipelinedCall // pipelined calls the collector has yet to answer
+	collecting bool             // the collector goroutine runs
+
 	// Counter effects of calls made in the client's open transaction,
 	// applied when it commits (see trackTxEnd).
 	emu            sync.Mutex
