@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 )
@@ -194,4 +195,45 @@ func TestBatcherInFlight(t *testing.T) {
 	calls, batches := b.Stats()
 	t.Logf("%d calls in %d statements", calls, batches)
 	require.Less(t, batches, calls)
+}
+
+// TestBatcherPreparedStatementsFollowQueue: the Batcher's statements are
+// prepared once per pool connection; a queue dropped and created again
+// (new tables of the same names) is picked, completed and pushed to as
+// before, on the same connections.
+func TestBatcherPreparedStatementsFollowQueue(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	b := NewBatcher(BatcherConfig{Pool: tb.pool, Store: tb.store})
+	for round := range 3 {
+		tb.createQueue(t, "prep")
+		for i := range 3 {
+			res, err := b.Invoke(tb.ctx, pushID, pushArgs("prep", "s"+strconv.Itoa(i), 0, 0, Value{Now: true}, "{}"))
+			require.NoError(t, err, "round %d", round)
+			require.Equal(t, "1", string(res.Rows[0][0]))
+		}
+		res, err := b.Invoke(tb.ctx, "doc_pick(varchar,integer,integer,varchar)",
+			[]Value{{Text: "prep"}, {Text: "0"}, {Text: "3"}, {Text: "5m"}})
+		require.NoError(t, err, "round %d", round)
+		require.Len(t, res.Rows, 3, "round %d", round)
+		for _, row := range res.Rows {
+			res, err := b.Invoke(tb.ctx, "doc_complete(varchar,varchar)", []Value{{Text: "prep"}, {Text: string(row[0])}})
+			require.NoError(t, err)
+			require.Equal(t, "1", string(res.Rows[0][0]))
+		}
+		require.Equal(t, 3, tb.count(t, "SELECT count(*) FROM fetchq_data.prep__docs WHERE status = 3"))
+		_, err = tb.store.QueueDrop(tb.ctx, tb.db, QueueParams{Queue: "prep"})
+		require.NoError(t, err)
+	}
+	// The statements were prepared: Postgres lists them on the pool's
+	// connections.
+	prepared := 0
+	for _, c := range tb.pool.AcquireAllIdle(tb.ctx) {
+		var n int
+		require.NoError(t, c.QueryRow(tb.ctx, "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%prep__docs%' AND statement NOT LIKE 'SELECT%'",
+			pgx.QueryExecModeSimpleProtocol).Scan(&n))
+		prepared += n
+		c.Release()
+	}
+	require.Positive(t, prepared)
 }

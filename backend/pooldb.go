@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -32,6 +34,9 @@ func PoolDB(pool *pgxpool.Pool) DB {
 
 type poolDB struct {
 	pool *pgxpool.Pool
+	// prepare makes Query prepare each statement once per connection
+	// (see queryPrepared).
+	prepare bool
 }
 
 func (p *poolDB) Autocommit() bool { return true }
@@ -42,7 +47,36 @@ func (p *poolDB) Query(ctx context.Context, sql string, args []any, scan func(ro
 		return pgconn.CommandTag{}, err
 	}
 	defer conn.Release()
+	if p.prepare {
+		return queryPrepared(ctx, conn.Conn(), sql, args, scan)
+	}
 	return execParams(ctx, conn.Conn().PgConn(), sql, args, scan)
+}
+
+// queryPrepared runs sql as a statement prepared on conn the first time
+// it runs there (pgx.Conn.Prepare, named after the text, remembers it):
+// Postgres parses and analyses the text once per connection instead of at
+// every execution. The Batcher's statements run thousands of times a
+// second with the same few texts. A statement whose cached plan no longer
+// fits (a table of it changed shape) is dropped and runs unprepared.
+func queryPrepared(ctx context.Context, conn *pgx.Conn, sql string, args []any, scan func(row [][]byte) error) (pgconn.CommandTag, error) {
+	params, err := encodeParams(args)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	sd, err := conn.Prepare(ctx, sql, sql)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := readRows(conn.PgConn().ExecPrepared(ctx, sd.Name, params, nil, nil), scan)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan") {
+		if derr := conn.Deallocate(ctx, sql); derr != nil {
+			return tag, err
+		}
+		return execParams(ctx, conn.PgConn(), sql, args, scan)
+	}
+	return tag, err
 }
 
 func (p *poolDB) Atomic(ctx context.Context, fn func(DB) error) error {
@@ -139,7 +173,11 @@ func execParams(ctx context.Context, pc *pgconn.PgConn, sql string, args []any, 
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	rr := pc.ExecParams(ctx, sql, params, nil, nil, nil)
+	return readRows(pc.ExecParams(ctx, sql, params, nil, nil, nil), scan)
+}
+
+// readRows hands the rows of rr to scan and returns its command tag.
+func readRows(rr *pgconn.ResultReader, scan func(row [][]byte) error) (pgconn.CommandTag, error) {
 	var scanErr error
 	for rr.NextRow() {
 		if scan != nil && scanErr == nil {

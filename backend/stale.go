@@ -7,7 +7,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// staleRetryDB is the service pool's [DB] as the Batcher uses it: a
+// staleRetryDB is the service pool's [DB] as the Batcher uses it, its
+// statements prepared once per connection (queryPrepared). A
 // statement that fails on a pooled connection the server had already
 // closed, before anything was sent (pgconn.SafeToRetry: e.g. a write
 // refused with EPIPE), runs again on another connection. After Postgres
@@ -22,7 +23,7 @@ type staleRetryDB struct {
 }
 
 func newStaleRetryDB(pool *pgxpool.Pool) DB {
-	return staleRetryDB{db: PoolDB(pool), attempts: int(pool.Config().MaxConns) + 1}
+	return staleRetryDB{db: &poolDB{pool: pool, prepare: true}, attempts: int(pool.Config().MaxConns) + 1}
 }
 
 func (d staleRetryDB) retry(ctx context.Context, i int, err error) bool {
