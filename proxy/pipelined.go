@@ -26,6 +26,7 @@ import (
 //   - the message after the Execute, already received, is a Sync;
 //   - the call goes through the Batcher, and the client's right to batch
 //     on the queue is already known or can be checked now;
+//   - fewer than maxPipelined calls are running;
 //   - calls still running have the same batch key: the Batcher runs the
 //     calls of one key in the order they were started (in one statement
 //     or in statements that follow one another), so later calls see the
@@ -35,6 +36,13 @@ import (
 // (awaitPipelined): a forwarded statement, a call of another key, a call
 // on the client's own connection all see the calls before them.
 
+// maxPipelined bounds the pipelined calls of a session that run or await
+// their answer's write. Beyond it the next call waits for them (through
+// the ordinary path), so a client that pipelines without reading its
+// answers is held back, as Postgres holds it back by not reading while
+// its output is blocked.
+const maxPipelined = 1024
+
 // executeAsync starts p's call as a pipelined call when it may (see
 // above), and reports whether it did.
 func (s *session) executeAsync(p *icPortal) bool {
@@ -43,7 +51,7 @@ func (s *session) executeAsync(p *icPortal) bool {
 		return false
 	}
 	fwd, running := s.q.counts()
-	if fwd > 0 {
+	if fwd > 0 || running >= maxPipelined {
 		return false
 	}
 	call := p.stmt.call

@@ -166,3 +166,63 @@ func TestPipelinedCalls(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.pipe2__docs WHERE subject IN ('e1', 'e2', 'e3')").Scan(&count))
 	require.Equal(t, 2, count)
 }
+
+// TestPipelinedCallsBeyondLimit: a pipeline longer than the proxy keeps in
+// flight per session is answered whole and in order; a client that leaves
+// with calls in flight ends its session cleanly.
+func TestPipelinedCallsBeyondLimit(t *testing.T) {
+	t.Parallel()
+	b, _, batcher := setupFull(t)
+	conn := fetchqConn(t, b, "pipel")
+	ctx := ctxT(t, time.Minute)
+
+	const n = 3000 // more than the proxy's per-session limit (1024)
+	calls := make([]pipeCall, n)
+	for i := range calls {
+		calls[i] = pipeCall{"SELECT queued_docs FROM fetchq.doc_push('pipel', $1, 0, 0, NOW(), '{}')", []string{fmt.Sprintf("d%05d", i)}}
+	}
+	calls0, batches0 := batcher.Stats()
+	res := runPipeline(t, ctx, conn.PgConn(), calls)
+	for i, r := range res {
+		require.NoError(t, r.err, "push %d", i)
+		require.Equal(t, [][]string{{"1"}}, r.rows, "push %d", i)
+	}
+	calls1, batches1 := batcher.Stats()
+	require.EqualValues(t, n, calls1-calls0)
+	t.Logf("%d pipelined pushes in %d batches", calls1-calls0, batches1-batches0)
+	var count int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.pipel__docs").Scan(&count))
+	require.Equal(t, n, count)
+
+	// A client that sends a pipeline and leaves without reading.
+	leaver, err := pgconn.Connect(ctx, b.proxyDSN("", ""))
+	require.NoError(t, err)
+	p := leaver.StartPipeline(ctx)
+	for i := range 500 {
+		p.SendQueryParams("SELECT queued_docs FROM fetchq.doc_push('pipel', $1, 0, 0, NOW(), '{}')",
+			[][]byte{[]byte(fmt.Sprintf("l%03d", i))}, nil, nil, nil)
+		p.SendPipelineSync()
+	}
+	require.NoError(t, p.Flush())
+	require.NoError(t, leaver.Conn().Close())
+
+	// The proxy goes on serving; what it read of the pipeline took effect
+	// once, nothing else (the count settles).
+	last, all, distinct := -1, 0, 0
+	require.Eventually(t, func() bool {
+		if err := conn.QueryRow(ctx, "SELECT count(*), count(DISTINCT subject) FROM fetchq_data.pipel__docs WHERE subject LIKE 'l%'").Scan(&all, &distinct); err != nil {
+			return false
+		}
+		settled := all == last
+		last = all
+		return settled
+	}, 10*time.Second, 200*time.Millisecond)
+	require.Equal(t, all, distinct)
+	require.LessOrEqual(t, all, 500)
+	t.Logf("the client that left had %d of its 500 pushes taken", all)
+	res = runPipeline(t, ctx, conn.PgConn(), calls[:3])
+	for i, r := range res {
+		require.NoError(t, r.err)
+		require.Equal(t, [][]string{{"0"}}, r.rows, "push %d of a subject already queued", i)
+	}
+}
