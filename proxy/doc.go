@@ -10,7 +10,11 @@
 // cancellation in cancel.go; the upstream dialer in upstream.go; framing in
 // frame.go; the decoding of the client messages the proxy reads itself in
 // message.go; the translation of Go errors into ErrorResponse messages in
-// errors.go, the only place where that happens.
+// errors.go, the only place where that happens. Fetchq calls are
+// intercepted in intercept.go (run on the client's connection, internal.go,
+// or batched across sessions by the Batcher); a client's pipelined calls
+// are started without waiting for one another in pipelined.go; the order
+// of answers is kept by the response queue (respqueue.go).
 //
 // # Session lifecycle
 //

@@ -65,10 +65,10 @@ func (k reqKind) ends(typ byte) bool {
 // request is one entry of the response queue.
 type request struct {
 	kind    reqKind
-	local   []byte   // reqLocal: the answer to write
-	capture *capture // non-nil: the upstream's answers go to an internal caller
-	seq     uint64   // a client's Sync or Query: its number (session.boundarySeq)
-	async   *asyncAnswer
+	local   []byte       // reqLocal: the answer to write
+	capture *capture     // non-nil: the upstream's answers go to an internal caller
+	seq     uint64       // a client's Sync or Query: its number (session.boundarySeq)
+	async   *asyncAnswer // reqAsync: the pipelined call's answer, once it has ended
 }
 
 // asyncAnswer is the answer to a pipelined call, set under respQueue.mu
