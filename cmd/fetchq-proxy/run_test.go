@@ -150,3 +150,20 @@ func TestBadFlags(t *testing.T) {
 	err := run(context.Background(), []string{"--tls-cert", "x.pem"}, io.Discard, io.Discard)
 	require.ErrorContains(t, err, "--tls-cert and --tls-key must be given together")
 }
+
+// TestProcs: --procs wins; without it the GOMAXPROCS environment variable
+// is left alone; else half the CPUs, at least one.
+func TestProcs(t *testing.T) {
+	require.Equal(t, 3, procs(3, true, 8))
+	require.Equal(t, 3, procs(3, false, 8))
+	require.Equal(t, 0, procs(0, true, 8))
+	require.Equal(t, 4, procs(0, false, 8))
+	require.Equal(t, 1, procs(0, false, 2))
+	require.Equal(t, 1, procs(0, false, 1))
+	_, err := parseFlags([]string{"--procs", "-1"}, io.Discard)
+	require.Error(t, err)
+	t.Setenv("FETCHQ_PROCS", "2")
+	o, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 2, o.procs)
+}
