@@ -330,24 +330,11 @@ func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 	key.queue = q.name
 
 	req := &pickReq{limit: limit, done: make(chan pickOut, 1)}
-	return &Call{
-		key: batchKey{pick: key},
-		join: func(async bool) {
-			if g, lead := join(&b.mu, b.picks, key, req, b.cfg.MaxInFlight); lead {
-				runLead(async, func() { b.runPicks(key, g) })
-			}
-		},
-		ended: func() bool { return len(req.done) > 0 },
-		wait: func(ctx context.Context) (*Result, error) {
-			var out pickOut
-			select {
-			case out = <-req.done:
-			case <-ctx.Done():
-				// The batch may still pick documents for this call; like
-				// a client that disconnects after its pick ran, they come
-				// back when their lock expires.
-				return nil, ctx.Err()
-			}
+	// When the caller's ctx ends first, the batch may still pick
+	// documents for this call; like a client that disconnects after its
+	// pick ran, they come back when their lock expires.
+	c := newCall(b, b.picks, key, req, req.done, func(g *group[*pickReq]) { b.runPicks(key, g) },
+		func(ctx context.Context, out pickOut) (*Result, error) {
 			if out.err != nil {
 				return nil, out.err
 			}
@@ -356,8 +343,42 @@ func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 				res.Effects = make(Effects, 0, 3).add(q.name, MetricPkd, n).add(q.name, MetricAct, n).add(q.name, MetricPnd, -n)
 			}
 			return res, nil
+		})
+	c.key = batchKey{pick: key}
+	return c, nil
+}
+
+// newCall returns the Call of req, a call of the groups' batch key, whose
+// outcome arrives on done: run leads a batch of the group, finish turns
+// the outcome into the call's result.
+func newCall[K comparable, R, O any](b *Batcher, groups map[K]*group[R], key K, req R, done chan O,
+	run func(*group[R]), finish func(context.Context, O) (*Result, error)) *Call {
+	return &Call{
+		join: func(async bool) {
+			if g, lead := join(&b.mu, groups, key, req, b.cfg.MaxInFlight); lead {
+				runLead(async, func() { run(g) })
+			}
 		},
-	}, nil
+		ended: func() bool { return len(done) > 0 },
+		wait: func(ctx context.Context) (*Result, error) {
+			out, err := receive(ctx, done)
+			if err != nil {
+				return nil, err
+			}
+			return finish(ctx, out)
+		},
+	}
+}
+
+// receive waits for a call's share of its batch on done, or for ctx.
+func receive[T any](ctx context.Context, done <-chan T) (T, error) {
+	select {
+	case out := <-done:
+		return out, nil
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
 }
 
 // runLead runs a batch the caller must lead: inline, or on a new goroutine.
@@ -467,21 +488,8 @@ func (b *Batcher) prepareResolve(o *overload, conv []arg) (*Call, error) {
 	}
 	kill := o.name == "doc_kill"
 	key := resolveKey{queue: q.name, kill: kill}
-	return &Call{
-		key: batchKey{resolve: key},
-		join: func(async bool) {
-			if g, lead := join(&b.mu, b.resolves, key, req, b.cfg.MaxInFlight); lead {
-				runLead(async, func() { b.runResolves(key, g) })
-			}
-		},
-		ended: func() bool { return len(req.done) > 0 },
-		wait: func(ctx context.Context) (*Result, error) {
-			var out resolveOut
-			select {
-			case out = <-req.done:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
+	c := newCall(b, b.resolves, key, req, req.done, func(g *group[*resolveReq]) { b.runResolves(key, g) },
+		func(ctx context.Context, out resolveOut) (*Result, error) {
 			if out.err != nil {
 				if b.cfg.Store.swallow(ctx, o.name, out.err) {
 					return &Result{Columns: o.columns, Rows: [][][]byte{{nil}}}, nil
@@ -497,8 +505,9 @@ func (b *Batcher) prepareResolve(o *overload, conv []arg) (*Call, error) {
 				res.Effects = make(Effects, 0, 3).add(q.name, MetricPrc, 1).add(q.name, metric, 1).add(q.name, MetricAct, -1)
 			}
 			return res, nil
-		},
-	}, nil
+		})
+	c.key = batchKey{resolve: key}
+	return c, nil
 }
 
 // runResolves runs the group's batches of completes or kills.
@@ -609,21 +618,8 @@ func (b *Batcher) preparePush(id string, o *overload, conv []arg, args []Value) 
 		payload: payload,
 		done:    make(chan pushOut, 1),
 	}
-	return &Call{
-		key: batchKey{push: q.name},
-		join: func(async bool) {
-			if g, lead := join(&b.mu, b.pushes, q.name, req, b.cfg.MaxInFlight); lead {
-				runLead(async, func() { b.runPushes(q.name, g) })
-			}
-		},
-		ended: func() bool { return len(req.done) > 0 },
-		wait: func(ctx context.Context) (*Result, error) {
-			var out pushOut
-			select {
-			case out = <-req.done:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
+	c := newCall(b, b.pushes, q.name, req, req.done, func(g *group[*pushReq]) { b.runPushes(q.name, g) },
+		func(_ context.Context, out pushOut) (*Result, error) {
 			if out.alone != nil || out.err != nil {
 				return out.alone, out.err
 			}
@@ -632,8 +628,9 @@ func (b *Batcher) preparePush(id string, o *overload, conv []arg, args []Value) 
 			}
 			return &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(1)}},
 				Effects: insertEffects(q.name, req.p.Version, out.status, 1)}, nil
-		},
-	}, nil
+		})
+	c.key = batchKey{push: q.name}
+	return c, nil
 }
 
 // runPushes runs the group's batches of pushes.

@@ -275,6 +275,12 @@ func (s *session) awaitAnswers() error {
 	if err := s.up.w.Flush(); err != nil {
 		return err
 	}
+	return s.waitAnswered()
+}
+
+// waitAnswered waits until every request on the response queue has its
+// answer, or the session ends.
+func (s *session) waitAnswered() error {
 	select {
 	case <-s.q.waitEmpty():
 		return nil
@@ -296,10 +302,8 @@ func (s *session) simpleQuery(text string) (bool, error) {
 	if err := s.up.w.Flush(); err != nil {
 		return true, err
 	}
-	select {
-	case <-s.q.waitEmpty():
-	case <-s.ctx.Done():
-		return true, s.ctx.Err()
+	if err := s.waitAnswered(); err != nil {
+		return true, err
 	}
 	if s.batchFailed.Load() {
 		// An earlier extended-protocol message failed: Postgres ignores

@@ -168,10 +168,5 @@ func (s *session) awaitPipelined() error {
 	if _, running := s.q.counts(); running == 0 {
 		return nil
 	}
-	select {
-	case <-s.q.waitEmpty():
-		return nil
-	case <-s.ctx.Done():
-		return s.ctx.Err()
-	}
+	return s.waitAnswered()
 }
