@@ -469,7 +469,10 @@ type resolveOut struct {
 // resolveItem is one element of the JSON list a resolve batch sends.
 type resolveItem struct {
 	Subject string          `json:"s"`
-	Payload json.RawMessage `json:"p,omitempty"`
+	// Payload is the JSON text, cast by Postgres as the call alone casts
+	// it: as a jsonb member of the list, a JSON null would come out of
+	// jsonb_to_recordset as SQL NULL instead of the jsonb null.
+	Payload string `json:"p,omitempty"`
 	Has     bool            `json:"h"`
 }
 
@@ -526,7 +529,7 @@ func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
 		first[r.subject] = i
 		it := resolveItem{Subject: r.subject}
 		if r.payload != nil {
-			it.Payload, it.Has = json.RawMessage(*r.payload), true
+			it.Payload, it.Has = *r.payload, true
 		}
 		items = append(items, it)
 	}
@@ -536,8 +539,8 @@ func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
 		set = "status = -1, attempts = 0, iterations = d.iterations + 1, last_iteration = now()"
 	}
 	q := queue{name: key.queue}
-	sql := "UPDATE " + q.docs() + " d SET " + set + ", payload = CASE WHEN v.h THEN v.p ELSE d.payload END" +
-		" FROM jsonb_to_recordset($1::jsonb) AS v(s text, p jsonb, h boolean)" +
+	sql := "UPDATE " + q.docs() + " d SET " + set + ", payload = CASE WHEN v.h THEN v.p::jsonb ELSE d.payload END" +
+		" FROM jsonb_to_recordset($1::jsonb) AS v(s text, p text, h boolean)" +
 		" WHERE d.subject = v.s AND d.status = 2 RETURNING d.subject"
 	done := make(map[string]bool, len(items))
 	if err == nil {

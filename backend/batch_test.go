@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -236,4 +237,38 @@ func TestBatcherPreparedStatementsFollowQueue(t *testing.T) {
 		c.Release()
 	}
 	require.Positive(t, prepared)
+}
+
+// TestBatchedCompletePayloads: a batched doc_complete stores its payload
+// as the call alone does, the JSON null included (jsonb 'null', not SQL
+// NULL).
+func TestBatchedCompletePayloads(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.createQueue(t, "cp")
+	b := NewBatcher(BatcherConfig{Pool: tb.pool, Store: tb.store})
+	payloads := []string{`null`, `{"a": 1}`, `[]`, `"s"`, `0`}
+	tb.pushPending(t, "cp", len(payloads), func(i int) string { return "('s" + strconv.Itoa(i) + "', 0, '{}', {DATA})" })
+	docs := tb.pick(t, "cp", int32(len(payloads)))
+	require.Len(t, docs, len(payloads))
+	var wg sync.WaitGroup
+	for i, p := range payloads {
+		wg.Go(func() {
+			res, err := b.Invoke(tb.ctx, "doc_complete(varchar,varchar,jsonb)", []Value{{Text: "cp"}, {Text: "s" + strconv.Itoa(i)}, {Text: p}})
+			if assert.NoError(t, err) {
+				assert.Equal(t, "1", string(res.Rows[0][0]))
+			}
+		})
+	}
+	wg.Wait()
+	for i, p := range payloads {
+		var got string
+		var isNull bool
+		require.NoError(t, tb.pool.QueryRow(tb.ctx, "SELECT payload IS NULL, coalesce(payload::text, '') FROM fetchq_data.cp__docs WHERE subject = $1",
+			"s"+strconv.Itoa(i)).Scan(&isNull, &got))
+		require.False(t, isNull, "payload %s became SQL NULL", p)
+		var want string
+		require.NoError(t, tb.pool.QueryRow(tb.ctx, "SELECT $1::jsonb::text", p).Scan(&want))
+		require.Equal(t, want, got)
+	}
 }
