@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,12 +23,14 @@ import (
 // it would have got had the calls run one after the other. There is no
 // timer: a lone call runs at once, and so does a call arriving while fewer
 // than MaxInFlight batches of its key run; otherwise it waits for the next
-// batch, which starts as soon as a running one ends.
+// batch, which starts as soon as a running one ends. Completes and kills
+// (below), pushes, reschedules and rejects (batch_resolve.go) are batched
+// the same way, per queue and operation.
 //
 // The Batcher runs with the service pool's rights. The caller must first
-// check that the client's own role may read and update the queue's
-// documents ([Store.CanBatch], on the client's connection), so batching
-// never lends a client rights it does not have.
+// check that the client's own role may do what the calls do
+// ([Store.CanBatch], on the client's connection), so batching never lends
+// a client rights it does not have.
 
 // BatcherConfig configures a Batcher.
 type BatcherConfig struct {
@@ -59,6 +62,8 @@ type Batcher struct {
 	picks    map[pickKey]*group[*pickReq]
 	resolves map[resolveKey]*group[*resolveReq]
 	pushes   map[string]*group[*pushReq]
+	resched  map[string]*group[*reschedReq]
+	rejects  map[string]*group[*rejectReq]
 
 	calls, batches atomic.Int64
 }
@@ -77,21 +82,27 @@ func NewBatcher(cfg BatcherConfig) *Batcher {
 		picks:    make(map[pickKey]*group[*pickReq]),
 		resolves: make(map[resolveKey]*group[*resolveReq]),
 		pushes:   make(map[string]*group[*pushReq]),
+		resched:  make(map[string]*group[*reschedReq]),
+		rejects:  make(map[string]*group[*rejectReq]),
 	}
 }
 
 // batchable lists the overloads a Batcher runs, with the position of the
 // queue argument (always first).
 var batchable = map[string]bool{
-	"doc_pick(varchar,integer,integer,varchar)": true,
-	"doc_pick(varchar,varchar)":                 true,
-	"doc_pick(varchar)":                         true,
-	"doc_pick(varchar,integer)":                 true,
-	"doc_complete(varchar,varchar)":             true,
-	"doc_complete(varchar,varchar,jsonb)":       true,
-	"doc_kill(varchar,varchar)":                 true,
-	"doc_kill(varchar,varchar,jsonb)":           true,
-	pushID:                                      true,
+	"doc_pick(varchar,integer,integer,varchar)":         true,
+	"doc_pick(varchar,varchar)":                         true,
+	"doc_pick(varchar)":                                 true,
+	"doc_pick(varchar,integer)":                         true,
+	"doc_complete(varchar,varchar)":                     true,
+	"doc_complete(varchar,varchar,jsonb)":               true,
+	"doc_kill(varchar,varchar)":                         true,
+	"doc_kill(varchar,varchar,jsonb)":                   true,
+	"doc_reschedule(varchar,varchar,timestamptz)":       true,
+	"doc_reschedule(varchar,varchar,timestamptz,jsonb)": true,
+	"doc_reject(varchar,varchar,varchar,jsonb)":         true,
+	"doc_reject(varchar,varchar,varchar,jsonb,varchar)": true,
+	pushID: true,
 }
 
 // pushID is the single-document doc_push the Batcher runs.
@@ -111,14 +122,55 @@ func (b *Batcher) Batchable(id string, args []Value) bool {
 	if !batchable[id] || !plainArgs(id, args) {
 		return false
 	}
-	if id == pushID {
+	switch {
+	case id == pushID:
 		if len(args) != 6 {
 			return false
 		}
 		t := args[4]
 		return t.Null || (t.Now && t.Interval == "") || t.Epoch
+	case len(args) >= 3 && overloadsByID[id].name == "doc_reschedule":
+		t := args[2]
+		return t.Null || (t.Now && plainInterval(t.Interval)) || t.Epoch
 	}
 	return true
+}
+
+// plainInterval reports whether an interval text added to now() gives
+// the same instant whatever the session's settings: empty, or amounts of
+// hours, minutes, seconds and fractions of seconds ("1h", "90 minutes",
+// "1 hour 30 min"), unsigned. Days, weeks, months and years depend on the
+// TimeZone (a day is not 24 hours across a daylight-saving change), and
+// signs on the IntervalStyle.
+func plainInterval(s string) bool {
+	for s = strings.TrimSpace(s); s != ""; s = strings.TrimLeft(s, " ") {
+		n := 0
+		for n < len(s) && (s[n] >= '0' && s[n] <= '9' || s[n] == '.') {
+			n++
+		}
+		if n == 0 {
+			return false
+		}
+		s = strings.TrimLeft(s[n:], " ")
+		u := 0
+		for u < len(s) && (s[u]|0x20 >= 'a' && s[u]|0x20 <= 'z') {
+			u++
+		}
+		if !timeUnits[strings.ToLower(s[:u])] {
+			return false
+		}
+		s = s[u:]
+	}
+	return true
+}
+
+// timeUnits are the interval units of a fixed length.
+var timeUnits = map[string]bool{
+	"us": true, "usec": true, "usecs": true, "microsecond": true, "microseconds": true,
+	"ms": true, "msec": true, "msecs": true, "millisecond": true, "milliseconds": true,
+	"s": true, "sec": true, "secs": true, "second": true, "seconds": true,
+	"m": true, "min": true, "mins": true, "minute": true, "minutes": true,
+	"h": true, "hr": true, "hrs": true, "hour": true, "hours": true,
 }
 
 // pickKey identifies the picks that can share a statement.
@@ -228,9 +280,11 @@ type Call struct {
 // batchKey identifies the sequence of batches a call joins: one of its
 // fields is set.
 type batchKey struct {
-	pick    pickKey
-	resolve resolveKey
-	push    string
+	pick       pickKey
+	resolve    resolveKey
+	push       string
+	reschedule string
+	reject     string
 }
 
 // Key identifies the batches the call joins. With MaxInFlight 1 (the only
@@ -299,6 +353,10 @@ func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 	switch {
 	case id == pushID:
 		return b.preparePush(id, o, conv, args)
+	case o.name == "doc_reschedule":
+		return b.prepareReschedule(id, o, conv, args)
+	case o.name == "doc_reject":
+		return b.prepareReject(id, o, conv, args)
 	case o.name != "doc_pick":
 		return b.prepareResolve(o, conv)
 	}
@@ -418,10 +476,11 @@ func (b *Batcher) execPicks(key pickKey, batch []*pickReq) {
 }
 
 // CanBatch reports whether the role of db's session may use schemas fetchq
-// and fetchq_data and read, insert and update the documents of queue, so
-// that its calls may run on the service pool. It is false for a queue that
-// does not exist (its calls then take the ordinary path and give the
-// extension's answer).
+// and fetchq_data, read, insert and update the documents of queue, insert
+// into its log (doc_reject) and read fetchq.queues (doc_reject reads
+// max_attempts there), so that its calls may run on the service pool. It
+// is false for a queue that does not exist (its calls then take the
+// ordinary path and give the extension's answer).
 func (s *Store) CanBatch(ctx context.Context, db DB, queue string) (bool, error) {
 	q, ok := parseQueue(queue)
 	if !ok {
@@ -433,10 +492,14 @@ func (s *Store) CanBatch(ctx context.Context, db DB, queue string) (bool, error)
 	_, err := db.Query(ctx, "SELECT coalesce(has_schema_privilege($3::text, 'USAGE')"+
 		" AND has_schema_privilege(n.oid, 'USAGE')"+
 		" AND has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'INSERT')"+
-		" AND has_table_privilege(c.oid, 'UPDATE'), false)"+
+		" AND has_table_privilege(c.oid, 'UPDATE')"+
+		" AND coalesce((SELECT has_table_privilege(l.oid, 'INSERT') FROM pg_catalog.pg_class l"+
+		" WHERE l.relnamespace = n.oid AND l.relname = $4::text), false)"+
+		" AND coalesce((SELECT has_table_privilege(r.oid, 'SELECT') FROM pg_catalog.pg_class r"+
+		" JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace WHERE rn.nspname = $3::text AND r.relname = 'queues'), false), false)"+
 		" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"+
 		" WHERE n.nspname = $1::text AND c.relname = $2::text",
-		[]any{dataSchema, q.name + "__docs", apiSchema}, func(row [][]byte) error {
+		[]any{dataSchema, q.name + "__docs", apiSchema, q.name + "__logs"}, func(row [][]byte) error {
 			allowed = textBool(row[0])
 			return nil
 		})
@@ -468,12 +531,12 @@ type resolveOut struct {
 
 // resolveItem is one element of the JSON list a resolve batch sends.
 type resolveItem struct {
-	Subject string          `json:"s"`
+	Subject string `json:"s"`
 	// Payload is the JSON text, cast by Postgres as the call alone casts
 	// it: as a jsonb member of the list, a JSON null would come out of
 	// jsonb_to_recordset as SQL NULL instead of the jsonb null.
 	Payload string `json:"p,omitempty"`
-	Has     bool            `json:"h"`
+	Has     bool   `json:"h"`
 }
 
 func (b *Batcher) prepareResolve(o *overload, conv []arg) (*Call, error) {
@@ -520,19 +583,13 @@ func (b *Batcher) runResolves(key resolveKey, g *group[*resolveReq]) {
 
 // execResolves runs one batch of completes or kills and deals the outcome.
 func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
-	items := make([]resolveItem, 0, len(batch))
-	first := make(map[string]int, len(batch)) // subject -> index of the call that resolves it
-	for i, r := range batch {
-		if _, dup := first[r.subject]; dup {
-			continue
-		}
-		first[r.subject] = i
+	first, items := firstOfSubjects(batch, func(r *resolveReq) string { return r.subject }, func(r *resolveReq) resolveItem {
 		it := resolveItem{Subject: r.subject}
 		if r.payload != nil {
 			it.Payload, it.Has = *r.payload, true
 		}
-		items = append(items, it)
-	}
+		return it
+	})
 	list, err := json.Marshal(items)
 	set := "status = 3, attempts = 0, iterations = d.iterations + 1, last_iteration = now(), next_iteration = '2970-01-01 00:00:00+00'"
 	if key.kill {
@@ -558,6 +615,22 @@ func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
 		}
 		r.done <- out
 	}
+}
+
+// firstOfSubjects returns the index in batch of the first call of each
+// subject, the one that resolves it, and the items (made by item) of those
+// calls, in order.
+func firstOfSubjects[R, I any](batch []R, subject func(R) string, item func(R) I) (map[string]int, []I) {
+	first := make(map[string]int, len(batch))
+	items := make([]I, 0, len(batch))
+	for i, r := range batch {
+		if _, dup := first[subject(r)]; dup {
+			continue
+		}
+		first[subject(r)] = i
+		items = append(items, item(r))
+	}
+	return first, items
 }
 
 // Pushes.

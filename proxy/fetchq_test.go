@@ -437,8 +437,22 @@ func TestGroupCommitKeepsPrivileges(t *testing.T) {
 	after, _ = batcher.Stats()
 	require.Equal(t, before, after, "a call of a role with SELECT only went through the batcher")
 
-	// Granted, the same role's calls are batched.
+	// Rights on the documents but not on the log (doc_reject writes it)
+	// and fetchq.queues (it reads max_attempts): not batched either.
 	_, err = conn.Exec(ctx, "GRANT INSERT, UPDATE ON fetchq_data.priv__docs TO "+role)
+	require.NoError(t, err)
+	_, err = weak.Exec(ctx, "SELECT 1") // a statement of its own: rights are checked again
+	require.NoError(t, err)
+	_, err = weak.Exec(ctx, "SELECT * FROM fetchq.doc_reject('priv', 'p1', 'm', '{}')")
+	require.ErrorAs(t, err, &pgErr, "run with the role's own rights")
+	require.Equal(t, "42501", pgErr.Code)
+	after, _ = batcher.Stats()
+	require.Equal(t, before, after, "a call of a role without rights on the log went through the batcher")
+
+	// Granted, the same role's calls are batched.
+	_, err = conn.Exec(ctx, "GRANT INSERT ON fetchq_data.priv__logs TO "+role)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "GRANT SELECT ON fetchq.queues TO "+role)
 	require.NoError(t, err)
 	_, err = weak.Exec(ctx, "SELECT 1") // a statement of its own: rights are checked again
 	require.NoError(t, err)

@@ -226,3 +226,49 @@ func TestPipelinedCallsBeyondLimit(t *testing.T) {
 		require.Equal(t, [][]string{{"0"}}, r.rows, "push %d of a subject already queued", i)
 	}
 }
+
+// TestPipelinedReschedulesAndRejects: the Node client's reschedule and
+// reject texts, pipelined, are batched and take effect as alone.
+func TestPipelinedReschedulesAndRejects(t *testing.T) {
+	t.Parallel()
+	b, _, batcher := setupFull(t)
+	conn := fetchqConn(t, b, "piper")
+	ctx := ctxT(t, time.Minute)
+	const n = 40
+	push := make([]pipeCall, n)
+	for i := range push {
+		push[i] = pipeCall{"SELECT queued_docs FROM fetchq.doc_push('piper', $1, 0, 0, NOW(), '{}')", []string{fmt.Sprintf("d%02d", i)}}
+	}
+	for i, r := range runPipeline(t, ctx, conn.PgConn(), push) {
+		require.NoError(t, r.err, "push %d", i)
+	}
+	rows, err := conn.Query(ctx, "SELECT subject FROM fetchq.doc_pick('piper', 0, $1, '5m')", n)
+	require.NoError(t, err)
+	picked := 0
+	for rows.Next() {
+		picked++
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, n, picked)
+
+	calls := make([]pipeCall, 0, n)
+	for i := range n / 2 {
+		calls = append(calls, pipeCall{"SELECT * FROM fetchq.doc_reschedule( 'piper', $1, NOW() + INTERVAL '1h' , '{\"a\":1}' )", []string{fmt.Sprintf("d%02d", i)}})
+	}
+	for i := n / 2; i < n; i++ {
+		calls = append(calls, pipeCall{"SELECT * FROM fetchq.doc_reject( 'piper', $1, 'worker exception', '{\"message\":\"x\"}' , '*' )", []string{fmt.Sprintf("d%02d", i)}})
+	}
+	calls0, batches0 := batcher.Stats()
+	for i, r := range runPipeline(t, ctx, conn.PgConn(), calls) {
+		require.NoError(t, r.err, "call %d", i)
+		require.Equal(t, [][]string{{"1"}}, r.rows, "call %d", i)
+	}
+	calls1, batches1 := batcher.Stats()
+	require.EqualValues(t, n, calls1-calls0, "every call went through the batcher")
+	require.Less(t, batches1-batches0, int64(n/4))
+	var planned, pending, logs int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FILTER (WHERE status = 0 AND next_iteration > now() + interval '59 minutes' AND payload = '{\"a\": 1}'),"+
+		" count(*) FILTER (WHERE status = 1) FROM fetchq_data.piper__docs").Scan(&planned, &pending))
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.piper__logs WHERE message = 'worker exception' AND ref_id = '*'").Scan(&logs))
+	require.Equal(t, []int{n / 2, n / 2, n / 2}, []int{planned, pending, logs})
+}
