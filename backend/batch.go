@@ -617,20 +617,51 @@ func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
 	}
 }
 
-// firstOfSubjects returns the index in batch of the first call of each
-// subject, the one that resolves it, and the items (made by item) of those
+// firstCalls returns the index in batch of the first call of each
+// subject: the one that resolves it.
+func firstCalls[R any](batch []R, subject func(R) string) map[string]int {
+	first := make(map[string]int, len(batch))
+	for i, r := range batch {
+		if _, dup := first[subject(r)]; !dup {
+			first[subject(r)] = i
+		}
+	}
+	return first
+}
+
+// firstOfSubjects returns firstCalls and the items (made by item) of those
 // calls, in order.
 func firstOfSubjects[R, I any](batch []R, subject func(R) string, item func(R) I) (map[string]int, []I) {
-	first := make(map[string]int, len(batch))
-	items := make([]I, 0, len(batch))
+	first := firstCalls(batch, subject)
+	items := make([]I, 0, len(first))
 	for i, r := range batch {
-		if _, dup := first[subject(r)]; dup {
-			continue
+		if first[subject(r)] == i {
+			items = append(items, item(r))
 		}
-		first[subject(r)] = i
-		items = append(items, item(r))
 	}
 	return first, items
+}
+
+// batchTime returns how a list item of a batch carries a next_iteration
+// the Batcher accepts (Batchable): kind 'n' now(), 'e' an epoch (text: the
+// seconds), '+' or '-' now() plus or minus the interval text.
+func batchTime(t Time) (kind, text string) {
+	switch {
+	case t.Kind == TimeEpoch:
+		return "e", t.Text
+	case t.Interval != "" && t.Negative:
+		return "-", t.Interval
+	case t.Interval != "":
+		return "+", t.Interval
+	}
+	return "n", ""
+}
+
+// batchTimeSQL is the timestamp of the list item alias x (k and t, see
+// batchTime).
+func batchTimeSQL(x string) string {
+	return "CASE " + x + ".k WHEN 'e' THEN to_timestamp(" + x + ".t::float8) WHEN '+' THEN now() + " + x + ".t::interval" +
+		" WHEN '-' THEN now() - " + x + ".t::interval ELSE now() END"
 }
 
 // Pushes.
@@ -660,8 +691,8 @@ type pushOut struct {
 	err      error
 }
 
-// pushItem is one element of the JSON list a push batch sends. Kind is
-// 'n' for now(), 'e' for an epoch (Text seconds).
+// pushItem is one element of the JSON list a push batch sends; Kind and
+// Text are its next_iteration (batchTime).
 type pushItem struct {
 	Subject  string `json:"s"`
 	Version  int32  `json:"v"`
@@ -718,17 +749,15 @@ func (b *Batcher) runPushes(queueName string, g *group[*pushReq]) {
 func (b *Batcher) execPushes(queueName string, batch []*pushReq) {
 	items := make([]pushItem, len(batch))
 	for i, r := range batch {
-		it := pushItem{Subject: r.p.Subject, Version: r.p.Version, Priority: r.p.Priority, Kind: "n", Payload: r.payload}
-		if r.p.NextIteration.Kind == TimeEpoch {
-			it.Kind, it.Text = "e", r.p.NextIteration.Text
-		}
+		it := pushItem{Subject: r.p.Subject, Version: r.p.Version, Priority: r.p.Priority, Payload: r.payload}
+		it.Kind, it.Text = batchTime(r.p.NextIteration)
 		items[i] = it
 	}
 	list, err := json.Marshal(items)
 	q := queue{name: queueName}
 	sql := "INSERT INTO " + q.docs() + " (subject, version, priority, status, next_iteration, payload, created_at)" +
 		" SELECT x.s, x.v, x.p, CASE WHEN x.ts <= now() THEN 1 ELSE 0 END, x.ts, x.d::jsonb, now() FROM" +
-		" (SELECT v.s, v.v, v.p, v.d, v.o, CASE WHEN v.k = 'e' THEN to_timestamp(v.t::float8) ELSE now() END AS ts" +
+		" (SELECT v.s, v.v, v.p, v.d, v.o, " + batchTimeSQL("v") + " AS ts" +
 		" FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (s text, v int, p int, k text, t text, d text))" +
 		" WITH ORDINALITY AS v(s, v, p, k, t, d, o)) x" +
 		" ORDER BY x.o ON CONFLICT DO NOTHING RETURNING subject, status"

@@ -45,13 +45,15 @@ type resolveAlone struct {
 	err      error
 }
 
-// reschedItem is one element of the JSON list a reschedule batch sends:
-// Kind 'n' now(), 'e' an epoch (Text seconds), '+' or '-' now() plus or
-// minus the interval Text.
+// reschedItem is one element of the JSON list a reschedule batch sends.
+// First is set for the first call of its subject, the one that may
+// resolve it; the others are sent too, so that Postgres checks their
+// next_iteration as it does alone.
 type reschedItem struct {
 	Subject string `json:"s"`
 	Payload string `json:"p,omitempty"`
 	Has     bool   `json:"h"`
+	First   bool   `json:"f"`
 	Kind    string `json:"k"`
 	Text    string `json:"t,omitempty"`
 }
@@ -92,29 +94,29 @@ func (b *Batcher) prepareReschedule(id string, o *overload, conv []arg, args []V
 
 // execReschedules runs one batch of reschedules and deals the outcome.
 func (b *Batcher) execReschedules(queueName string, batch []*reschedReq) {
-	first, items := firstOfSubjects(batch, func(r *reschedReq) string { return r.subject }, func(r *reschedReq) reschedItem {
-		it := reschedItem{Subject: r.subject, Kind: "n"}
+	first := firstCalls(batch, func(r *reschedReq) string { return r.subject })
+	items := make([]reschedItem, len(batch))
+	for i, r := range batch {
+		it := reschedItem{Subject: r.subject, First: first[r.subject] == i}
 		if r.payload != nil {
 			it.Payload, it.Has = *r.payload, true
 		}
-		switch {
-		case r.next.Kind == TimeEpoch:
-			it.Kind, it.Text = "e", r.next.Text
-		case r.next.Interval != "" && r.next.Negative:
-			it.Kind, it.Text = "-", r.next.Interval
-		case r.next.Interval != "":
-			it.Kind, it.Text = "+", r.next.Interval
-		}
-		return it
-	})
+		it.Kind, it.Text = batchTime(r.next)
+		items[i] = it
+	}
+	// Alone, a next_iteration Postgres refuses fails the call whether or
+	// not its document is active: the second branch computes every item's
+	// timestamp (v, used twice, is materialized), so such a value fails
+	// the batch and every call then runs alone. It returns no row (ts is
+	// never NULL).
 	q := queue{name: queueName}
-	sql := "UPDATE " + q.docs() + " d SET status = CASE WHEN v.ts <= now() THEN 1 ELSE 0 END, next_iteration = v.ts," +
+	sql := "WITH v AS (SELECT x.s, x.p, x.h, x.f, " + batchTimeSQL("x") + " AS ts" +
+		" FROM jsonb_to_recordset($1::jsonb) AS x(s text, p text, h boolean, f boolean, k text, t text))," +
+		" u AS (UPDATE " + q.docs() + " d SET status = CASE WHEN v.ts <= now() THEN 1 ELSE 0 END, next_iteration = v.ts," +
 		" attempts = 0, iterations = d.iterations + 1, last_iteration = now()," +
 		" payload = CASE WHEN v.h THEN v.p::jsonb ELSE d.payload END" +
-		" FROM (SELECT x.s, x.p, x.h, CASE x.k WHEN 'e' THEN to_timestamp(x.t::float8)" +
-		" WHEN '+' THEN now() + x.t::interval WHEN '-' THEN now() - x.t::interval ELSE now() END AS ts" +
-		" FROM jsonb_to_recordset($1::jsonb) AS x(s text, p text, h boolean, k text, t text)) v" +
-		" WHERE d.subject = v.s AND d.status = 2 RETURNING d.subject, d.status"
+		" FROM v WHERE v.f AND d.subject = v.s AND d.status = 2 RETURNING d.subject, d.status)" +
+		" SELECT subject, status FROM u UNION ALL SELECT v.s, NULL FROM v WHERE v.ts IS NULL"
 	execResolveBatch(b, batch, items, first, sql, nil, func(r *reschedReq) (string, chan resolveAlone, string, []Value) {
 		return r.subject, r.done, r.id, r.args
 	})
@@ -208,7 +210,9 @@ func execResolveBatch[R, I any](b *Batcher, batch []R, items []I, first map[stri
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 		_, err = b.db.Query(ctx, sql, append(params, string(list)), func(row [][]byte) error {
-			status[string(row[0])] = textInt32(row[1])
+			if row[1] != nil {
+				status[string(row[0])] = textInt32(row[1])
+			}
 			return nil
 		})
 		cancel()

@@ -65,6 +65,17 @@ func TestBatchedReschedulesAndRejects(t *testing.T) {
 			resched("s9", Value{Epoch: true, Text: "1e300"}),
 			reject("s11", str("x"), str(`{"k": true}`)),
 		},
+		{ // a subject named twice, the second time with a time Postgres
+			// refuses: alone the second call fails, so the batch must too
+			resched("s0", Value{Now: true}),
+			resched("s0", Value{Epoch: true, Text: "1e300"}),
+			resched("s0", Value{Now: true, Interval: "99999999999999 hours"}),
+		},
+		{ // a time Postgres refuses for a subject that is not there: an
+			// error alone too
+			resched("s1", Value{Now: true}),
+			resched("nope", Value{Epoch: true, Text: "-1e300"}),
+		},
 	}
 	calls0, batches0 := b.Stats()
 	for gi, group := range groups {
@@ -100,8 +111,8 @@ func TestBatchedReschedulesAndRejects(t *testing.T) {
 		}
 	}
 	calls1, batches1 := b.Stats()
-	require.EqualValues(t, len(groups[0])+len(groups[1]), calls1-calls0)
-	require.LessOrEqual(t, batches1-batches0, int64(6), "the calls were not batched together")
+	require.EqualValues(t, len(groups[0])+len(groups[1])+len(groups[2])+len(groups[3]), calls1-calls0)
+	require.LessOrEqual(t, batches1-batches0, int64(10), "the calls were not batched together")
 
 	// The documents and the log rows are the same.
 	state := func(q string) []string {
