@@ -428,6 +428,57 @@ func newCall[K comparable, R, O any](b *Batcher, groups map[K]*group[R], key K, 
 	}
 }
 
+// batchOutcome is a call's share of a batch of pushes, reschedules or
+// rejects: whether the statement wrote its document, with the document's
+// status, or, when the statement failed, the call's result run alone.
+type batchOutcome struct {
+	affected bool
+	status   int32
+	alone    *Result
+	err      error
+}
+
+// execBatch runs the statement sql of a batch of pushes, reschedules or
+// rejects, whose last parameter is the JSON list of items (after params)
+// and whose rows are (subject, status) of the documents it wrote, and deals
+// each call its outcome: affected, with the status, when it is the first
+// call of its subject (first) and the statement wrote that subject. When
+// the statement fails, nothing was written, and every call runs alone, in
+// order, before the next batch starts.
+func execBatch[R, I any](b *Batcher, batch []R, items []I, first map[string]int, sql string, params []any,
+	call func(R) (subject string, done chan batchOutcome, id string, args []Value)) {
+	list, err := json.Marshal(items)
+	status := make(map[string]int32, len(items))
+	if err == nil {
+		err = b.query(sql, append(params, string(list)), func(row [][]byte) error {
+			if row[1] != nil {
+				status[string(row[0])] = textInt32(row[1])
+			}
+			return nil
+		})
+	}
+	for i, r := range batch {
+		subject, done, id, args := call(r)
+		if err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+			res, rerr := b.cfg.Store.Invoke(ctx, b.db, id, args)
+			cancel()
+			done <- batchOutcome{alone: res, err: rerr}
+			continue
+		}
+		st, ok := status[subject]
+		done <- batchOutcome{affected: ok && first[subject] == i, status: st}
+	}
+}
+
+// query runs a batch statement on the service pool, bounded by Timeout.
+func (b *Batcher) query(sql string, args []any, scan func(row [][]byte) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+	defer cancel()
+	_, err := b.db.Query(ctx, sql, args, scan)
+	return err
+}
+
 // receive waits for a call's share of its batch on done, or for ctx.
 func receive[T any](ctx context.Context, done <-chan T) (T, error) {
 	select {
@@ -601,12 +652,10 @@ func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
 		" WHERE d.subject = v.s AND d.status = 2 RETURNING d.subject"
 	done := make(map[string]bool, len(items))
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-		_, err = b.db.Query(ctx, sql, []any{string(list)}, func(row [][]byte) error {
+		err = b.query(sql, []any{string(list)}, func(row [][]byte) error {
 			done[string(row[0])] = true
 			return nil
 		})
-		cancel()
 	}
 	for i, r := range batch {
 		out := resolveOut{err: err}
@@ -681,14 +730,7 @@ type pushReq struct {
 	args    []Value
 	p       DocPushParams
 	payload string // de-doubled JSON text
-	done    chan pushOut
-}
-
-type pushOut struct {
-	inserted bool
-	status   int
-	alone    *Result // the batch failed: the call's outcome, run alone
-	err      error
+	done    chan batchOutcome
 }
 
 // pushItem is one element of the JSON list a push batch sends; Kind and
@@ -723,18 +765,18 @@ func (b *Batcher) preparePush(id string, o *overload, conv []arg, args []Value) 
 		p: DocPushParams{Queue: q.name, Subject: conv[1].str, Version: conv[2].i32(), Priority: conv[3].i32(),
 			NextIteration: t, Payload: conv[5].str},
 		payload: payload,
-		done:    make(chan pushOut, 1),
+		done:    make(chan batchOutcome, 1),
 	}
 	c := newCall(b, b.pushes, q.name, req, req.done, func(g *group[*pushReq]) { b.runPushes(q.name, g) },
-		func(_ context.Context, out pushOut) (*Result, error) {
+		func(_ context.Context, out batchOutcome) (*Result, error) {
 			if out.alone != nil || out.err != nil {
 				return out.alone, out.err
 			}
-			if !out.inserted {
+			if !out.affected {
 				return &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(0)}}}, nil
 			}
 			return &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(1)}},
-				Effects: insertEffects(q.name, req.p.Version, out.status, 1)}, nil
+				Effects: insertEffects(q.name, req.p.Version, int(out.status), 1)}, nil
 		})
 	c.key = batchKey{push: q.name}
 	return c, nil
@@ -753,7 +795,6 @@ func (b *Batcher) execPushes(queueName string, batch []*pushReq) {
 		it.Kind, it.Text = batchTime(r.p.NextIteration)
 		items[i] = it
 	}
-	list, err := json.Marshal(items)
 	q := queue{name: queueName}
 	sql := "INSERT INTO " + q.docs() + " (subject, version, priority, status, next_iteration, payload, created_at)" +
 		" SELECT x.s, x.v, x.p, CASE WHEN x.ts <= now() THEN 1 ELSE 0 END, x.ts, x.d::jsonb, now() FROM" +
@@ -761,27 +802,8 @@ func (b *Batcher) execPushes(queueName string, batch []*pushReq) {
 		" FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (s text, v int, p int, k text, t text, d text))" +
 		" WITH ORDINALITY AS v(s, v, p, k, t, d, o)) x" +
 		" ORDER BY x.o ON CONFLICT DO NOTHING RETURNING subject, status"
-	inserted := make(map[string]int, len(batch))
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-		_, err = b.db.Query(ctx, sql, []any{string(list)}, func(row [][]byte) error {
-			inserted[string(row[0])] = int(textInt32(row[1]))
-			return nil
+	execBatch(b, batch, items, firstCalls(batch, func(r *pushReq) string { return r.p.Subject }), sql, nil,
+		func(r *pushReq) (string, chan batchOutcome, string, []Value) {
+			return r.p.Subject, r.done, r.id, r.args
 		})
-		cancel()
-	}
-	for _, r := range batch {
-		if err != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-			res, rerr := b.cfg.Store.Invoke(ctx, b.db, r.id, r.args)
-			cancel()
-			r.done <- pushOut{alone: res, err: rerr}
-			continue
-		}
-		status, ok := inserted[r.p.Subject]
-		if ok {
-			delete(inserted, r.p.Subject) // the first call of a subject inserted it
-		}
-		r.done <- pushOut{inserted: ok, status: status}
-	}
 }

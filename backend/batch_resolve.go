@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"encoding/json"
 )
 
 // Reschedules and rejects.
@@ -14,7 +13,7 @@ import (
 // (an epoch or interval Postgres refuses, a ref_id too long for its
 // column...), nothing was written, and every call of the batch runs alone,
 // in arrival order, before the next batch starts: each gets exactly the
-// answer or the error it would have got.
+// answer or the error it would have got (execBatch, as for pushes).
 
 type reschedReq struct {
 	id      string
@@ -22,7 +21,7 @@ type reschedReq struct {
 	subject string
 	payload *string // de-doubled JSON, nil for the three-argument form
 	next    Time
-	done    chan resolveAlone
+	done    chan batchOutcome
 }
 
 type rejectReq struct {
@@ -32,17 +31,7 @@ type rejectReq struct {
 	message string
 	details *string // de-doubled JSON; nil writes no log row
 	refID   *string
-	done    chan resolveAlone
-}
-
-// resolveAlone is the outcome of a reschedule or reject: its status after
-// the batch (affected), or, when the batch failed, the call's result run
-// alone.
-type resolveAlone struct {
-	affected bool
-	status   int32
-	alone    *Result
-	err      error
+	done    chan batchOutcome
 }
 
 // reschedItem is one element of the JSON list a reschedule batch sends.
@@ -75,7 +64,7 @@ func (b *Batcher) prepareReschedule(id string, o *overload, conv []arg, args []V
 		!(t.Kind == TimeEpoch || (t.Kind == TimeNow && plainInterval(t.Interval))) {
 		return nil, nil
 	}
-	req := &reschedReq{id: id, args: args, subject: conv[1].str, next: t, done: make(chan resolveAlone, 1)}
+	req := &reschedReq{id: id, args: args, subject: conv[1].str, next: t, done: make(chan batchOutcome, 1)}
 	if len(conv) == 4 {
 		payload, err := jsonArg(conv[3].str)
 		if err != nil {
@@ -117,7 +106,7 @@ func (b *Batcher) execReschedules(queueName string, batch []*reschedReq) {
 		" payload = CASE WHEN v.h THEN v.p::jsonb ELSE d.payload END" +
 		" FROM v WHERE v.f AND d.subject = v.s AND d.status = 2 RETURNING d.subject, d.status)" +
 		" SELECT subject, status FROM u UNION ALL SELECT v.s, NULL FROM v WHERE v.ts IS NULL"
-	execResolveBatch(b, batch, items, first, sql, nil, func(r *reschedReq) (string, chan resolveAlone, string, []Value) {
+	execBatch(b, batch, items, first, sql, nil, func(r *reschedReq) (string, chan batchOutcome, string, []Value) {
 		return r.subject, r.done, r.id, r.args
 	})
 }
@@ -129,7 +118,7 @@ func (b *Batcher) prepareReject(id string, o *overload, conv []arg, args []Value
 	}
 	// NULL message is logged as '' and NULL details write no log row (see
 	// Store.DocReject).
-	req := &rejectReq{id: id, args: args, subject: conv[1].str, message: conv[2].str, done: make(chan resolveAlone, 1)}
+	req := &rejectReq{id: id, args: args, subject: conv[1].str, message: conv[2].str, done: make(chan batchOutcome, 1)}
 	if !conv[3].null && conv[3].str != "" {
 		details, err := jsonArg(conv[3].str)
 		if err != nil {
@@ -174,7 +163,7 @@ func (b *Batcher) execRejects(queueName string, batch []*rejectReq) {
 		" l AS (INSERT INTO " + q.logs() + " (created_at, subject, message, details, ref_id)" +
 		" SELECT now(), u.subject, v.m, v.d::jsonb, v.r FROM u JOIN v ON v.s = u.subject WHERE v.l ORDER BY v.o)" +
 		" SELECT subject, status FROM u"
-	execResolveBatch(b, batch, items, first, sql, []any{queueName}, func(r *rejectReq) (string, chan resolveAlone, string, []Value) {
+	execBatch(b, batch, items, first, sql, []any{queueName}, func(r *rejectReq) (string, chan batchOutcome, string, []Value) {
 		return r.subject, r.done, r.id, r.args
 	})
 }
@@ -183,11 +172,11 @@ func (b *Batcher) execRejects(queueName string, batch []*rejectReq) {
 // whose outcome arrives on done; exec runs a batch of them. The call's
 // result is 1, with effects(status) of the document's new status, when it
 // resolved its document, else 0; or what it got alone.
-func newResolveCall[R any](b *Batcher, groups map[string]*group[R], queue string, req R, done chan resolveAlone,
+func newResolveCall[R any](b *Batcher, groups map[string]*group[R], queue string, req R, done chan batchOutcome,
 	exec func(batch []R), o *overload, effects func(status int32) Effects) *Call {
 	return newCall(b, groups, queue, req, done, func(g *group[R]) {
 		runGroup(b, groups, queue, g, one[R], exec)
-	}, func(_ context.Context, out resolveAlone) (*Result, error) {
+	}, func(_ context.Context, out batchOutcome) (*Result, error) {
 		switch {
 		case out.alone != nil || out.err != nil:
 			return out.alone, out.err
@@ -196,37 +185,4 @@ func newResolveCall[R any](b *Batcher, groups map[string]*group[R], queue string
 		}
 		return &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(1)}}, Effects: effects(out.status)}, nil
 	})
-}
-
-// execResolveBatch runs the statement sql of a batch of reschedules or
-// rejects, whose last parameter is the JSON list of items (after params),
-// and deals each call its outcome: the status the statement returned for
-// its subject when it is the first call of that subject (first), else not
-// affected. When the statement fails, every call runs alone, in order.
-func execResolveBatch[R, I any](b *Batcher, batch []R, items []I, first map[string]int, sql string, params []any,
-	call func(R) (subject string, done chan resolveAlone, id string, args []Value)) {
-	list, err := json.Marshal(items)
-	status := make(map[string]int32, len(items))
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-		_, err = b.db.Query(ctx, sql, append(params, string(list)), func(row [][]byte) error {
-			if row[1] != nil {
-				status[string(row[0])] = textInt32(row[1])
-			}
-			return nil
-		})
-		cancel()
-	}
-	for i, r := range batch {
-		subject, done, id, args := call(r)
-		if err != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-			res, rerr := b.cfg.Store.Invoke(ctx, b.db, id, args)
-			cancel()
-			done <- resolveAlone{alone: res, err: rerr}
-			continue
-		}
-		st, ok := status[subject]
-		done <- resolveAlone{affected: ok && first[subject] == i, status: st}
-	}
 }

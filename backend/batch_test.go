@@ -184,14 +184,7 @@ func TestBatcherInFlight(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
-	require.Len(t, picked, docs)
-	for s, n := range picked {
-		require.Equal(t, 1, n, s)
-	}
+	requirePickedOnce(t, errs, picked, docs)
 	require.Equal(t, docs, tb.count(t, "SELECT count(*) FROM fetchq_data.inf__docs WHERE status = 3"))
 	calls, batches := b.Stats()
 	t.Logf("%d calls in %d statements", calls, batches)

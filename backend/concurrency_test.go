@@ -56,13 +56,20 @@ func TestConcurrentPick(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	requirePickedOnce(t, errs, picked, total)
+	require.Equal(t, total, tb.count(t, "SELECT count(*) FROM fetchq_data.foo__docs WHERE status = 2 AND attempts = 1"))
+}
+
+// requirePickedOnce fails the test on any error the workers sent on errs
+// (which it closes) and unless picked counts each of n documents once.
+func requirePickedOnce(t *testing.T, errs chan error, picked map[string]int, n int) {
+	t.Helper()
 	close(errs)
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	require.Len(t, picked, total)
-	for s, n := range picked {
-		require.Equal(t, 1, n, "document %s picked %d times", s, n)
+	require.Len(t, picked, n)
+	for s, c := range picked {
+		require.Equal(t, 1, c, "document %s picked %d times", s, c)
 	}
-	require.Equal(t, total, tb.count(t, "SELECT count(*) FROM fetchq_data.foo__docs WHERE status = 2 AND attempts = 1"))
 }

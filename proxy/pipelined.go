@@ -162,11 +162,19 @@ func (s *session) flushClient() {
 	s.cmu.Unlock()
 }
 
-// awaitPipelined waits until the pipelined calls still running have ended
-// and their answers are written.
+// awaitPipelined waits until the pipelined calls the session started
+// have ended and their answers are written. It costs nothing on a session
+// that started none since it last waited: the forwarding of every message
+// goes through it.
 func (s *session) awaitPipelined() error {
-	if _, running := s.q.counts(); running == 0 {
+	if s.pipelineKey == nil {
 		return nil
 	}
-	return s.waitAnswered()
+	// While calls run nothing is forwarded: the queue holds only their
+	// entries and the proxy's own answers, and empties by itself.
+	if err := s.waitAnswered(); err != nil {
+		return err
+	}
+	s.pipelineKey = nil
+	return nil
 }

@@ -82,7 +82,7 @@ type session struct {
 	boundarySeq      uint64               // Sync and Query messages forwarded (see livePortal)
 	msgBuf           []byte               // reused buffer for inspected client messages
 	batchOK          map[string]bool      // queues the client's role may batch on; cleared when it forwards a statement
-	pipelineKey      any                  // batch key of the pipelined calls running (see pipelined.go)
+	pipelineKey      any                  // batch key of the pipelined calls started since the last awaitPipelined; nil: none (see pipelined.go)
 
 	plmu       sync.Mutex       // guards pipeline and collecting
 	pipeline   []*pipelinedCall // pipelined calls the collector has yet to answer

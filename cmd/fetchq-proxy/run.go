@@ -77,26 +77,17 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	dur(&o.shutdownTimeout, "shutdown-timeout", "FETCHQ_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGINT/SIGTERM, how long sessions may take to finish their transaction before they are closed")
 	dur(&o.maintInterval, "maintenance-interval", "FETCHQ_MAINTENANCE_INTERVAL", backend.DefaultMaintainInterval, "how often the maintainer promotes due documents and re-queues expired locks")
 	dur(&o.startupTimeout, "startup-timeout", "FETCHQ_STARTUP_TIMEOUT", 15*time.Second, "time a client has to complete the startup and authentication exchange")
-	maxClients := 0
-	if v := os.Getenv("FETCHQ_MAX_CLIENTS"); v != "" {
-		fmt.Sscan(v, &maxClients)
+	num := func(p *int, name, env string, def int, usage string) {
+		n := def
+		if v := os.Getenv(env); v != "" {
+			fmt.Sscan(v, &n)
+		}
+		fs.IntVar(p, name, n, fmt.Sprintf("%s (env %s)", usage, env))
 	}
-	fs.IntVar(&o.maxClients, "max-clients", maxClients, "maximum concurrent client connections, 0 for no limit (env FETCHQ_MAX_CLIENTS)")
-	planCache := 4096
-	if v := os.Getenv("FETCHQ_PLAN_CACHE"); v != "" {
-		fmt.Sscan(v, &planCache)
-	}
-	fs.IntVar(&o.planCache, "plan-cache", planCache, "statement texts whose parsed plans are cached (env FETCHQ_PLAN_CACHE)")
-	batchInFlight := 1
-	if v := os.Getenv("FETCHQ_BATCH_IN_FLIGHT"); v != "" {
-		fmt.Sscan(v, &batchInFlight)
-	}
-	fs.IntVar(&o.batchInFlight, "batch-in-flight", batchInFlight, "group commit: how many batches of one queue and operation may run at once on the service pool; more overlap round trips, fewer make larger batches (env FETCHQ_BATCH_IN_FLIGHT)")
-	procs := 0
-	if v := os.Getenv("FETCHQ_PROCS"); v != "" {
-		fmt.Sscan(v, &procs)
-	}
-	fs.IntVar(&o.procs, "procs", procs, "CPUs the proxy's Go code runs on at once (GOMAXPROCS); 0: the GOMAXPROCS environment variable if set, else half the CPUs available, at least one, leaving the rest to a Postgres on the same machine (env FETCHQ_PROCS)")
+	num(&o.maxClients, "max-clients", "FETCHQ_MAX_CLIENTS", 0, "maximum concurrent client connections, 0 for no limit")
+	num(&o.planCache, "plan-cache", "FETCHQ_PLAN_CACHE", 4096, "statement texts whose parsed plans are cached")
+	num(&o.batchInFlight, "batch-in-flight", "FETCHQ_BATCH_IN_FLIGHT", 1, "group commit: how many batches of one queue and operation may run at once on the service pool; more overlap round trips, fewer make larger batches")
+	num(&o.procs, "procs", "FETCHQ_PROCS", 0, "CPUs the proxy's Go code runs on at once (GOMAXPROCS); 0: the GOMAXPROCS environment variable if set, else half the CPUs available, at least one, leaving the rest to a Postgres on the same machine")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
