@@ -29,8 +29,8 @@ import (
 //
 // The Batcher runs with the service pool's rights. The caller must first
 // check that the client's own role may do what the calls do
-// ([Store.CanBatch], on the client's connection), so batching never lends
-// a client rights it does not have.
+// ([Batcher.CanBatch], on the client's connection), so batching never lends
+// a client rights it does not have nor runs its calls in another database.
 
 // BatcherConfig configures a Batcher.
 type BatcherConfig struct {
@@ -59,6 +59,7 @@ type Batcher struct {
 	db  DB
 
 	mu       sync.Mutex
+	dbName   string // the service pool's database, once known
 	picks    map[pickKey]*group[*pickReq]
 	resolves map[resolveKey]*group[*resolveReq]
 	pushes   map[string]*group[*pushReq]
@@ -526,13 +527,48 @@ func (b *Batcher) execPicks(key pickKey, batch []*pickReq) {
 	}
 }
 
-// CanBatch reports whether the role of db's session may use schemas fetchq
-// and fetchq_data, read, insert and update the documents of queue, insert
-// into its log (doc_reject) and read fetchq.queues (doc_reject reads
-// max_attempts there), so that its calls may run on the service pool. It
-// is false for a queue that does not exist (its calls then take the
-// ordinary path and give the extension's answer).
-func (s *Store) CanBatch(ctx context.Context, db DB, queue string) (bool, error) {
+// CanBatch reports whether the calls on queue of the client whose
+// connection is db may run in this Batcher's batches: db is connected to
+// the service pool's database (a client of another database must find its
+// own queues), and its role has the rights the calls use
+// ([Store.CanBatch]).
+func (b *Batcher) CanBatch(ctx context.Context, db DB, queue string) (bool, error) {
+	name, err := b.database(ctx)
+	if err != nil {
+		return false, err
+	}
+	return b.cfg.Store.CanBatch(ctx, db, name, queue)
+}
+
+// database returns the name of the service pool's database, asked once.
+func (b *Batcher) database(ctx context.Context) (string, error) {
+	b.mu.Lock()
+	name := b.dbName
+	b.mu.Unlock()
+	if name != "" {
+		return name, nil
+	}
+	_, err := b.db.Query(ctx, "SELECT current_database()", nil, func(row [][]byte) error {
+		name = string(row[0])
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	b.mu.Lock()
+	b.dbName = name
+	b.mu.Unlock()
+	return name, nil
+}
+
+// CanBatch reports whether db's session is connected to database and its
+// role may use schemas fetchq and fetchq_data, read, insert and update the
+// documents of queue, insert into its log (doc_reject) and read
+// fetchq.queues (doc_reject reads max_attempts there), so that its calls
+// may run on the service pool, whose database is database. It is false for
+// a queue that does not exist (its calls then take the ordinary path and
+// give the extension's answer).
+func (s *Store) CanBatch(ctx context.Context, db DB, database, queue string) (bool, error) {
 	q, ok := parseQueue(queue)
 	if !ok {
 		return false, nil
@@ -540,7 +576,8 @@ func (s *Store) CanBatch(ctx context.Context, db DB, queue string) (bool, error)
 	var allowed bool
 	// has_table_privilege with a list of privileges is true when ANY of
 	// them is held: each is checked on its own.
-	_, err := db.Query(ctx, "SELECT coalesce(has_schema_privilege($3::text, 'USAGE')"+
+	_, err := db.Query(ctx, "SELECT coalesce(current_database() = $5::text"+
+		" AND has_schema_privilege($3::text, 'USAGE')"+
 		" AND has_schema_privilege(n.oid, 'USAGE')"+
 		" AND has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'INSERT')"+
 		" AND has_table_privilege(c.oid, 'UPDATE')"+
@@ -550,7 +587,7 @@ func (s *Store) CanBatch(ctx context.Context, db DB, queue string) (bool, error)
 		" JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace WHERE rn.nspname = $3::text AND r.relname = 'queues'), false), false)"+
 		" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"+
 		" WHERE n.nspname = $1::text AND c.relname = $2::text",
-		[]any{dataSchema, q.name + "__docs", apiSchema, q.name + "__logs"}, func(row [][]byte) error {
+		[]any{dataSchema, q.name + "__docs", apiSchema, q.name + "__logs", database}, func(row [][]byte) error {
 			allowed = textBool(row[0])
 			return nil
 		})

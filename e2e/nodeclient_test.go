@@ -79,6 +79,7 @@ func startProxy(t *testing.T) string {
 		Queue:    store,
 		Counters: metrics,
 		Batcher:  backend.NewBatcher(backend.BatcherConfig{Pool: db.Pool(t), Store: store}),
+		Database: db.Name,
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -467,3 +467,90 @@ func TestGroupCommitKeepsPrivileges(t *testing.T) {
 	after, _ = batcher.Stats()
 	require.Equal(t, before+2, after, "the push went through the batcher")
 }
+
+// TestCallsOfAnotherDatabase: the proxy serves Fetchq in the service
+// pool's database (Config.Database), where its maintainer, counters and
+// batches work. A client connected to another database of the same server
+// is passed through untouched, its fetchq calls included: they reach that
+// database's own functions. Without Config.Database, the Batcher still
+// runs nothing of another database: the calls run on the client's own
+// connection, on its own queues, even when the pool's database holds a
+// queue of the same name.
+func TestCallsOfAnotherDatabase(t *testing.T) {
+	t.Parallel()
+	away := func(t *testing.T, b *testBundle) (home, away *pgx.Conn) {
+		ctx := ctxT(t, time.Minute)
+		home = fetchqConn(t, b, "shared")
+		_, err := home.Exec(ctx, "SELECT * FROM fetchq.doc_push('shared', 'home-doc')")
+		require.NoError(t, err)
+		other := pgtest.NewDB(t)
+		away, err = pgx.Connect(ctx, strings.Replace(b.proxyDSN("", ""), "dbname="+b.db.Name, "dbname="+other.Name, 1))
+		require.NoError(t, err)
+		t.Cleanup(func() { away.Close(context.Background()) })
+		return home, away
+	}
+	// untouched checks the pool's database after the other's calls.
+	untouched := func(t *testing.T, home *pgx.Conn, batcher *backend.Batcher, calls int64) {
+		ctx := ctxT(t, time.Minute)
+		after, _ := batcher.Stats()
+		require.Equal(t, calls, after, "calls of a client of another database went through the service pool")
+		var status, n int
+		require.NoError(t, home.QueryRow(ctx, "SELECT status FROM fetchq_data.shared__docs WHERE subject = 'home-doc'").Scan(&status))
+		require.Equal(t, 1, status, "the pool's database's document must still be pending")
+		require.NoError(t, home.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.shared__docs").Scan(&n))
+		require.Equal(t, 1, n, "nothing of the other database's client may land in the pool's database")
+		// A client of the pool's database is batched.
+		var subject string
+		require.NoError(t, home.QueryRow(ctx, "SELECT subject FROM fetchq.doc_pick('shared', 0, 1, '5m')").Scan(&subject))
+		require.Equal(t, "home-doc", subject)
+		after, _ = batcher.Stats()
+		require.Equal(t, calls+1, after)
+	}
+
+	t.Run("passed through", func(t *testing.T) {
+		t.Parallel()
+		b, _, batcher := setupFull(t)
+		home, away := away(t, b)
+		ctx := ctxT(t, time.Minute)
+		before, _ := batcher.Stats()
+		_, err := away.Exec(ctx, "SELECT * FROM fetchq.init()")
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr, "Postgres itself answers: no such function in that database")
+		require.Equal(t, "3F000", pgErr.Code, pgErr.Message) // schema "fetchq" does not exist
+		// The database's own functions (say, the extension) are the ones called.
+		_, err = away.Exec(ctx, "CREATE SCHEMA fetchq; CREATE FUNCTION fetchq.doc_pick(q varchar, v integer, l integer, d varchar)"+
+			" RETURNS TABLE (subject text) LANGUAGE sql AS $$ SELECT 'its own ' || q $$")
+		require.NoError(t, err)
+		for _, mode := range execModes {
+			var subject string
+			require.NoError(t, away.QueryRow(ctx, "SELECT subject FROM fetchq.doc_pick('shared', 0, 1, '5m')", mode).Scan(&subject), mode.String())
+			require.Equal(t, "its own shared", subject, mode.String())
+		}
+		untouched(t, home, batcher, before)
+	})
+
+	t.Run("batcher", func(t *testing.T) {
+		t.Parallel()
+		b, _, batcher := setupFull(t, func(c *proxy.Config, _ *pgtest.DB) { c.Database = "" })
+		home, away := away(t, b)
+		ctx := ctxT(t, time.Minute)
+		_, err := away.Exec(ctx, "SELECT * FROM fetchq.init()")
+		require.NoError(t, err)
+		_, err = away.Exec(ctx, "SELECT * FROM fetchq.queue_create('shared')")
+		require.NoError(t, err)
+		before, _ := batcher.Stats()
+		for i, mode := range execModes {
+			doc := fmt.Sprintf("away-%d", i)
+			var queued int
+			require.NoError(t, away.QueryRow(ctx, "SELECT queued_docs FROM fetchq.doc_push('shared', $1, 0, 0, NOW(), '{}')", mode, doc).Scan(&queued), mode.String())
+			require.Equal(t, 1, queued, mode.String())
+			var subject string
+			require.NoError(t, away.QueryRow(ctx, "SELECT subject FROM fetchq.doc_pick('shared', 0, 1, '5m')", mode).Scan(&subject), mode.String())
+			require.Equal(t, doc, subject, mode.String())
+			var done int
+			require.NoError(t, away.QueryRow(ctx, "SELECT affected_rows FROM fetchq.doc_complete('shared', $1)", mode, doc).Scan(&done), mode.String())
+			require.Equal(t, 1, done, mode.String())
+		}
+		untouched(t, home, batcher, before)
+	})
+}

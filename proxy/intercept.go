@@ -44,9 +44,6 @@ type Queue interface {
 	// Invoke runs the function overload id with args on db and returns its
 	// rows in the overload's output-column order, in text format.
 	Invoke(ctx context.Context, db backend.DB, id string, args []backend.Value) (*backend.Result, error)
-	// CanBatch reports whether the role of db's session may read and
-	// update queue's documents (see Batcher).
-	CanBatch(ctx context.Context, db backend.DB, queue string) (bool, error)
 }
 
 // Batcher runs autocommit calls of many sessions together on the service
@@ -56,6 +53,10 @@ type Batcher interface {
 	// arguments goes through the batcher; its first argument is then the
 	// queue name.
 	Batchable(id string, args []backend.Value) bool
+	// CanBatch reports whether the calls on queue of the client whose
+	// connection is db may run in batches: the connection is to the
+	// service pool's database and its role may do what the calls do.
+	CanBatch(ctx context.Context, db backend.DB, queue string) (bool, error)
 	// Invoke runs a batchable call as Queue.Invoke would, in a batch.
 	Invoke(ctx context.Context, id string, args []backend.Value) (*backend.Result, error)
 	// Prepare readies a batchable call to be started now and waited for
@@ -723,8 +724,9 @@ func encodeResult(call *rewrite.Call, res *backend.Result, resultFormats []int16
 
 // batchable reports whether a call may run in a batch on the service pool:
 // the client is not in a transaction block (so nothing needs its
-// connection), the overload is one the batcher runs, and the client's own
-// role may read and update the queue's documents. The last is checked on
+// connection), the overload is one the batcher runs, the client is
+// connected to the service pool's database and its own role may read and
+// update the queue's documents. The last two are checked on
 // the client's connection once per queue and remembered until the session
 // forwards any statement of its own (which might change its role).
 func (s *session) batchable(db *upstreamDB, id string, args []backend.Value) bool {
@@ -736,7 +738,7 @@ func (s *session) batchable(db *upstreamDB, id string, args []backend.Value) boo
 	if ok, known := s.batchOK[queue]; known {
 		return ok
 	}
-	ok, err := s.srv.cfg.Queue.CanBatch(s.ctx, db, queue)
+	ok, err := b.CanBatch(s.ctx, db, queue)
 	if err != nil {
 		return false
 	}

@@ -168,17 +168,19 @@ func setupMaintained(t *testing.T) (*testBundle, *backend.Maintainer) {
 	return b, m
 }
 
-// setupFull is setupMaintained that also returns the Batcher.
-func setupFull(t *testing.T) (*testBundle, *backend.Maintainer, *backend.Batcher) {
+// setupFull is setupMaintained that also returns the Batcher; opts
+// adjust the configuration after it is wired.
+func setupFull(t *testing.T, opts ...setupOpt) (*testBundle, *backend.Maintainer, *backend.Batcher) {
 	t.Helper()
 	metrics := backend.NewMetrics()
 	var store *backend.Store
 	var batcher *backend.Batcher
-	b := setup(t, func(c *proxy.Config, db *pgtest.DB) {
+	b := setup(t, append([]setupOpt{func(c *proxy.Config, db *pgtest.DB) {
 		store = backend.New(backend.Config{Logger: c.Logger, Metrics: metrics})
 		batcher = backend.NewBatcher(backend.BatcherConfig{Pool: db.Pool(t), Store: store})
 		c.Rewriter, c.Queue, c.Counters, c.Batcher = rewriter, store, metrics, batcher
-	})
+		c.Database = db.Name
+	}}, opts...)...)
 	pool := b.db.Pool(t)
 	m, err := backend.NewMaintainer(backend.MaintainerConfig{
 		Pool: pool, Store: store, Metrics: metrics, Logger: testLogger(t),

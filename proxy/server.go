@@ -47,6 +47,14 @@ type Config struct {
 	Rewriter *rewrite.Rewriter
 	Queue    Queue
 
+	// Database, when set, is the one database whose Fetchq calls are
+	// intercepted: the service pool's, where the maintainer keeps the
+	// queues, Counters are flushed and the Batcher runs. Sessions of
+	// another database are passed through untouched, their fetchq calls
+	// included (they reach Postgres as they are). Empty intercepts the
+	// calls of every database.
+	Database string
+
 	// Batcher, when set, runs the autocommit calls it supports for many
 	// sessions together on the service pool (group commit). Nil runs every
 	// call on the client's own connection.

@@ -99,7 +99,7 @@ type session struct {
 	fatalSent      atomic.Bool // a FATAL ErrorResponse went to the client (set under cmu): nothing may follow it
 	closing        atomic.Bool
 
-	intercepting bool // Fetchq calls are intercepted (Config.Rewriter and Queue set)
+	intercepting bool // Fetchq calls are intercepted (Config.Rewriter and Queue set, Config.Database the session's)
 
 	closeOnce sync.Once
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -179,6 +180,12 @@ func (s *session) startup() error {
 	}
 	s.user, s.database = params["user"], params["database"]
 	s.lg.Store(nil) // a logger made earlier lacks them
+	// Postgres connects a startup packet without a database to the
+	// user's namesake.
+	if database := cmp.Or(s.database, s.user); cfg.Database != "" && database != cfg.Database && s.intercepting {
+		s.intercepting = false
+		s.log().Debug("Fetchq calls passed through: not the service pool's database", "served", cfg.Database)
+	}
 
 	ctx, cancel := context.WithDeadline(s.ctx, time.Now().Add(cfg.StartupTimeout))
 	defer cancel()

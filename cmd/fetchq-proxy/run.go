@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,7 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	_ "net/http/pprof" // profiles on --debug-addr
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -223,6 +225,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("service pool: %w", err)
 	}
 	defer pool.Close()
+	// Fetchq is served in the service pool's database (see
+	// proxy.Config.Database); without one, Postgres connects to the user's
+	// namesake.
+	database := cmp.Or(poolCfg.ConnConfig.Database, poolCfg.ConnConfig.User)
 	metrics := backend.NewMetrics()
 	store := backend.New(backend.Config{Logger: logger, Version: o.fetchqVersion, Metrics: metrics})
 	maintainer, err := backend.NewMaintainer(backend.MaintainerConfig{
@@ -237,13 +243,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	batcher := backend.NewBatcher(backend.BatcherConfig{Pool: pool, Store: store, MaxInFlight: o.batchInFlight})
 	cfg := proxy.Config{
 		Upstream:       upstream,
 		Logger:         logger,
 		Rewriter:       rewrite.New(o.planCache),
 		Queue:          store,
+		Database:       database,
 		Counters:       metrics,
-		Batcher:        backend.NewBatcher(backend.BatcherConfig{Pool: pool, Store: store, MaxInFlight: o.batchInFlight}),
+		Batcher:        batcher,
 		StartupTimeout: o.startupTimeout,
 		MaxClients:     o.maxClients,
 	}
@@ -261,8 +269,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--debug-addr: %w", err)
 		}
 		defer dln.Close()
-		go func() { _ = http.Serve(dln, nil) }() // net/http/pprof registers on the default mux
-		logger.Info("serving pprof", "addr", dln.Addr().String())
+		go func() { _ = http.Serve(dln, debugMux(batcher)) }()
+		logger.Info("serving debug endpoints", "addr", dln.Addr().String())
 	}
 
 	ln, err := net.Listen("tcp", o.listen)
@@ -312,4 +320,23 @@ func redactedTarget(c *pgconn.Config) string {
 
 func quoteDSN(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// debugMux serves --debug-addr: Go's pprof profiles under /debug/pprof/ and
+// the group commit counters at /debug/group_commit ({"calls": N,
+// "batches": M}: calls run in batches, and the statements that ran them;
+// calls/batches is the mean batch size).
+func debugMux(b *backend.Batcher) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/group_commit", func(w http.ResponseWriter, _ *http.Request) {
+		calls, batches := b.Stats()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]int64{"calls": calls, "batches": batches})
+	})
+	return mux
 }

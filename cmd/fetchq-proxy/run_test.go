@@ -3,7 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -85,6 +89,45 @@ func TestRunWithUpstream(t *testing.T) {
 	got := query(t, "host=127.0.0.1 port="+m[1]+" user=postgres sslmode=disable dbname="+db.Name, "SELECT current_database()")
 	require.Equal(t, db.Name, got)
 	require.NoError(t, stop())
+}
+
+// TestDebugAddr: --debug-addr serves pprof and the group commit counters,
+// which count the batched calls clients make.
+func TestDebugAddr(t *testing.T) {
+	db := pgtest.NewDB(t)
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	debug := free.Addr().String()
+	require.NoError(t, free.Close())
+	m, stop := startRun(t, regexp.MustCompile(`listening on 127\.0\.0\.1:(\d+)`),
+		"--listen", "127.0.0.1:0", "--upstream", db.ConnString("postgres"), "--debug-addr", debug)
+	defer func() { require.NoError(t, stop()) }()
+	dsn := "host=127.0.0.1 port=" + m[1] + " user=postgres sslmode=disable dbname=" + db.Name
+
+	counters := func() (calls, batches int64) {
+		resp, err := http.Get("http://" + debug + "/debug/group_commit")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		var v struct{ Calls, Batches int64 }
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
+		return v.Calls, v.Batches
+	}
+	calls0, batches0 := counters()
+	query(t, dsn, "SELECT * FROM fetchq.init()")
+	query(t, dsn, "SELECT * FROM fetchq.queue_create('dbg')")
+	for i := range 5 {
+		require.Equal(t, "1", query(t, dsn, fmt.Sprintf("SELECT queued_docs FROM fetchq.doc_push('dbg', 'd%d', 0, 0, NOW(), '{}')", i)))
+	}
+	require.Equal(t, "d0", query(t, dsn, "SELECT subject FROM fetchq.doc_pick('dbg', 0, 1, '5m')"))
+	calls, batches := counters()
+	require.Equal(t, int64(6), calls-calls0, "batched calls")
+	require.Equal(t, int64(6), batches-batches0, "one client's calls run one per batch")
+
+	resp, err := http.Get("http://" + debug + "/debug/pprof/cmdline")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
 
 // TestRunEmbedded: without --upstream the command starts its own Postgres
