@@ -232,6 +232,7 @@ func (b *bench) runDriver(ctx context.Context, s *sample) error {
 	}
 	if proxy != nil && s.Ops > 0 {
 		s.CPUPerOp = float64(cpu0.Microseconds()) / float64(s.Ops)
+		s.batchSize(ctx, proxy)
 	}
 	if dup > 0 {
 		s.problemf("exactly-once: %d documents completed by more than one client", dup)

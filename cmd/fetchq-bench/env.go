@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -376,14 +378,20 @@ func (b *bench) startProxy(ctx context.Context, db, label string) (*process, int
 	if err != nil {
 		return nil, 0, err
 	}
+	debugPort, err := freePort()
+	if err != nil {
+		return nil, 0, err
+	}
 	logPath := filepath.Join(b.dir, "logs", fmt.Sprintf("proxy-%s-%s.log", db, label))
 	p, err := startProcess("fetchq-proxy", logPath, nil, b.proxyBin,
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--upstream", dsn(b.pgPort, db),
+		"--debug-addr", fmt.Sprintf("127.0.0.1:%d", debugPort),
 		"--log-level", "warn")
 	if err != nil {
 		return nil, 0, err
 	}
+	p.debugAddr = fmt.Sprintf("127.0.0.1:%d", debugPort)
 	if err := waitTCP(ctx, p, fmt.Sprintf("127.0.0.1:%d", port), 30*time.Second); err != nil {
 		p.stop()
 		return nil, 0, err
@@ -395,6 +403,32 @@ func (b *bench) startProxy(ctx context.Context, db, label string) (*process, int
 	}
 	_ = conn.Close(ctx)
 	return p, port, nil
+}
+
+// batchSize sets s.CallsPerBatch from the group commit counters of the
+// proxy p, a fresh process that served only this measurement's calls.
+func (s *sample) batchSize(ctx context.Context, p *process) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.debugAddr+"/debug/group_commit", nil)
+	if err != nil {
+		s.problemf("group commit counters: %v", err)
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.problemf("group commit counters: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	var v struct{ Calls, Batches int64 }
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		s.problemf("group commit counters: %v", err)
+		return
+	}
+	if v.Batches > 0 {
+		s.CallsPerBatch = float64(v.Calls) / float64(v.Batches)
+	}
 }
 
 // proxyErrors returns the ERROR lines the proxy logged.

@@ -214,6 +214,8 @@ type process struct {
 	logPath string
 	done    chan struct{}
 	waitErr error
+	// debugAddr is a proxy's --debug-addr.
+	debugAddr string
 }
 
 // startProcess starts name with args, output appended to logPath. The

@@ -125,6 +125,17 @@ func (r *report) cpuMedian(c cell) float64 {
 	return median(vs)
 }
 
+// batchMedian is the median calls per batch of a cell, NaN if unmeasured.
+func (r *report) batchMedian(c cell) float64 {
+	var vs []float64
+	for _, s := range r.byKey[c.key()] {
+		if s.CallsPerBatch > 0 {
+			vs = append(vs, s.CallsPerBatch)
+		}
+	}
+	return median(vs)
+}
+
 // spread is half the range of a cell's values relative to its median, in
 // percent.
 func spread(vs []float64) float64 {
@@ -247,18 +258,18 @@ func (r *report) print(w io.Writer) {
 // printQueue prints W1, W2 or W3: one row per client count and target.
 func (r *report) printQueue(w io.Writer, title, unit string, clients []int, wl string, targets []string) {
 	fmt.Fprintf(w, "%s, %s\n", title, unit)
-	t := &table{align: "rlr" + strings.Repeat("r", r.b.o.reps) + "rl"}
+	t := &table{align: "rlr" + strings.Repeat("r", r.b.o.reps) + "rrl"}
 	head := []string{"clients", "target", "median"}
 	for i := range r.b.o.reps {
 		head = append(head, fmt.Sprintf("rep %d", i+1))
 	}
-	t.add(append(head, "proxy CPU µs/op", "")...)
+	t.add(append(head, "proxy CPU µs/op", "calls/batch", "")...)
 	for _, n := range clients {
 		for _, tg := range targets {
 			c := cell{Workload: wl, Target: tg, Clients: n}
 			row := []string{strconv.Itoa(n), r.targetLabel(wl, tg)}
 			if tg == tExt && r.b.o.extensionSQL == "" {
-				row = append(row, slices.Repeat([]string{"-"}, r.b.o.reps+2)...) // median, reps, CPU
+				row = append(row, slices.Repeat([]string{"-"}, r.b.o.reps+3)...) // median, reps, CPU, batch
 				t.add(append(row, "not measured (pass -extension-sql)")...)
 				continue
 			}
@@ -271,9 +282,9 @@ func (r *report) printQueue(w io.Writer, title, unit string, clients []int, wl s
 				}
 				row = append(row, fmtNum(v))
 			}
-			cpu := "-"
+			cpu, batch := "-", "-"
 			if tg == tProxy {
-				cpu = fmtFloat(r.cpuMedian(c), 1)
+				cpu, batch = fmtFloat(r.cpuMedian(c), 1), fmtFloat(r.batchMedian(c), 1)
 			}
 			note := ""
 			for _, s := range r.byKey[c.key()] {
@@ -281,7 +292,7 @@ func (r *report) printQueue(w io.Writer, title, unit string, clients []int, wl s
 					note = "burn-down: drained the preloaded queue before the deadline"
 				}
 			}
-			t.add(append(row, cpu, note)...)
+			t.add(append(row, cpu, batch, note)...)
 		}
 	}
 	t.write(w, "  ")

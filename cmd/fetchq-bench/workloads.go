@@ -79,6 +79,9 @@ type sample struct {
 	// CPUPerOp is the user+system CPU of the proxy (or PgBouncer) per
 	// operation, in microseconds; 0 when not measured.
 	CPUPerOp float64 `json:"cpu_us_per_op,omitempty"`
+	// CallsPerBatch is the mean number of calls the proxy ran per batch
+	// statement (group commit), from its /debug/group_commit counters.
+	CallsPerBatch float64 `json:"calls_per_batch,omitempty"`
 	// OtherCPU is the share of all CPUs (percent) that processes outside
 	// the benchmark used in the half second before the measurement; -1
 	// when unknown. Waited is how long -quiet waited for it to drop.
@@ -273,6 +276,7 @@ func (b *bench) runScript(ctx context.Context, s *sample) error {
 		s.checkPicked(counts, preloaded, s.Ops, b.o.docs)
 	}
 	if proxy != nil {
+		s.batchSize(ctx, proxy)
 		proxy.stop()
 		if errs := proxyErrors(proxy); len(errs) > 0 {
 			s.problemf("the proxy logged %d errors, first: %s", len(errs), errs[0])
