@@ -392,3 +392,33 @@ func TestCancelRouting(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestTerminateEndsQuietly: a client that sends Terminate and reads on
+// until the connection closes (as node-postgres' client.end() does) gets
+// nothing but EOF, as from Postgres: never the proxy's FATAL about a lost
+// upstream, which Postgres closing after Terminate is not. Many rounds,
+// since the upstream's close races with the session's own.
+func TestTerminateEndsQuietly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for round := range 300 {
+		conn, err := net.Dial("tcp", net.JoinHostPort(b.host, itoa(b.port)))
+		require.NoError(t, err)
+		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+		_, err = conn.Write(startupPacket(3<<16, "user", "postgres", "database", b.db.Name))
+		require.NoError(t, err)
+		fe := pgproto3.NewFrontend(conn, conn)
+		for {
+			msg, err := fe.Receive()
+			require.NoError(t, err)
+			if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+				break
+			}
+		}
+		fe.Send(&pgproto3.Terminate{})
+		require.NoError(t, fe.Flush())
+		msg, err := fe.Receive()
+		require.Error(t, err, "round %d: after Terminate the proxy sent %#v", round, msg)
+		conn.Close()
+	}
+}

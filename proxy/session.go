@@ -241,7 +241,11 @@ func (s *session) readClient() error {
 			// flight, with no answer of their own.
 			kind = reqLocal
 		case 'X':
-			// Terminate: pass it on so the upstream ends cleanly.
+			// Terminate: pass it on so the upstream ends cleanly. The
+			// session is closing from now on: the upstream's EOF that
+			// follows is the end asked for, not a lost connection to
+			// report to a client still reading (node-postgres' end()).
+			s.closing.Store(true)
 			if err := writeHeader(up.w, typ, 0); err == nil {
 				_ = up.w.Flush()
 			}
