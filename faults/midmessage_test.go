@@ -28,37 +28,20 @@ func TestUpstreamDiesMidResult(t *testing.T) {
 	defer cancel()
 
 	for round := range size(1, 5) {
-		// Connect; after the previous round's crash Postgres may still be
-		// ending and restarting sessions.
+		// Connect and stream the first 1,000 rows. After the previous
+		// round's crash Postgres may still be ending and restarting
+		// sessions, a new one included (it is accepted before the
+		// postmaster learns of the crash, then ended): start over until a
+		// session streams.
 		var rc *rawConn
-		var rows [][]string
-		var err error
+		var pid int
 		for until := time.Now().Add(20 * time.Second); ; {
-			if rc, err = rawConnect(ctx, p.addr, "postgres"); err == nil {
-				rows = nil
-				if _, err = rc.query("SELECT pg_backend_pid()", &rows); err == nil {
-					break
-				}
-				rc.close()
+			var err error
+			if rc, pid, err = streaming(ctx, p.addr); err == nil {
+				break
 			}
-			require.True(t, time.Now().Before(until), "round %d: connecting: %v", round, err)
+			require.True(t, time.Now().Before(until), "round %d: streaming: %v", round, err)
 			time.Sleep(50 * time.Millisecond)
-		}
-		pid, err := strconv.Atoi(rows[0][0])
-		require.NoError(t, err)
-
-		buf, err := (&pgproto3.Query{String: "SELECT generate_series(1, 100000000), repeat('x', 200)"}).Encode(nil)
-		require.NoError(t, err)
-		_, err = rc.c.Write(buf)
-		require.NoError(t, err)
-		_ = rc.c.SetDeadline(time.Now().Add(20 * time.Second))
-		got := 0
-		for got < 1000 {
-			typ, _, err := rc.next()
-			require.NoError(t, err)
-			if typ == 'D' {
-				got++
-			}
 		}
 
 		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
@@ -86,7 +69,7 @@ func TestUpstreamDiesMidResult(t *testing.T) {
 		var he *halfMessageError
 		require.False(t, errors.As(end, &he))
 		require.Less(t, time.Since(killed), 5*time.Second, "round %d: the client learnt of the end promptly", round)
-		t.Logf("round %d: backend killed after %d rows streamed; the client saw %s after %v", round, got, class,
+		t.Logf("round %d: backend killed after 1,000 rows streamed; the client saw %s after %v", round, class,
 			time.Since(killed).Round(time.Millisecond))
 
 		// Postgres restarts every session after a backend crash; wait
@@ -101,4 +84,45 @@ func TestUpstreamDiesMidResult(t *testing.T) {
 			return err == nil
 		}, 30*time.Second, 50*time.Millisecond, fmt.Sprintf("round %d: Postgres is back", round))
 	}
+}
+
+// streaming connects through the proxy at addr, starts a result of many
+// rows and reads its first 1,000, returning the connection mid-result and
+// the backend's pid.
+func streaming(ctx context.Context, addr string) (*rawConn, int, error) {
+	rc, err := rawConnect(ctx, addr, "postgres")
+	if err != nil {
+		return nil, 0, err
+	}
+	var rows [][]string
+	if _, err = rc.query("SELECT pg_backend_pid()", &rows); err != nil {
+		rc.close()
+		return nil, 0, err
+	}
+	pid, err := strconv.Atoi(rows[0][0])
+	if err != nil {
+		rc.close()
+		return nil, 0, err
+	}
+	buf, err := (&pgproto3.Query{String: "SELECT generate_series(1, 100000000), repeat('x', 200)"}).Encode(nil)
+	if err == nil {
+		_, err = rc.c.Write(buf)
+	}
+	_ = rc.c.SetDeadline(time.Now().Add(20 * time.Second))
+	for got := 0; err == nil && got < 1000; {
+		var typ byte
+		typ, _, err = rc.next()
+		switch {
+		case err != nil:
+		case typ == 'D':
+			got++
+		case typ == 'E':
+			err = errors.New("an error before 1,000 rows")
+		}
+	}
+	if err != nil {
+		rc.close()
+		return nil, 0, err
+	}
+	return rc, pid, nil
 }
