@@ -114,26 +114,26 @@ func median(vs []float64) float64 {
 	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
 }
 
-// cpuMedian is the median CPU per operation of a cell, NaN if unmeasured.
-func (r *report) cpuMedian(c cell) float64 {
+// sampleMedian is the median of a field of a cell's samples (field
+// returns it, 0 when unmeasured), NaN if none was measured.
+func (r *report) sampleMedian(c cell, field func(sample) float64) float64 {
 	var vs []float64
 	for _, s := range r.byKey[c.key()] {
-		if s.CPUPerOp > 0 {
-			vs = append(vs, s.CPUPerOp)
+		if v := field(s); v > 0 {
+			vs = append(vs, v)
 		}
 	}
 	return median(vs)
 }
 
+// cpuMedian is the median CPU per operation of a cell, NaN if unmeasured.
+func (r *report) cpuMedian(c cell) float64 {
+	return r.sampleMedian(c, func(s sample) float64 { return s.CPUPerOp })
+}
+
 // batchMedian is the median calls per batch of a cell, NaN if unmeasured.
 func (r *report) batchMedian(c cell) float64 {
-	var vs []float64
-	for _, s := range r.byKey[c.key()] {
-		if s.CallsPerBatch > 0 {
-			vs = append(vs, s.CallsPerBatch)
-		}
-	}
-	return median(vs)
+	return r.sampleMedian(c, func(s sample) float64 { return s.CallsPerBatch })
 }
 
 // spread is half the range of a cell's values relative to its median, in
