@@ -89,6 +89,8 @@ type Server struct {
 	nextID  atomic.Uint64
 	active  atomic.Int64 // sessions past accept, for MaxClients
 	wg      sync.WaitGroup
+
+	otherDBLogged atomic.Bool // a session of another database than Config.Database was logged
 }
 
 // NewServer returns a Server for cfg.
