@@ -55,11 +55,11 @@ type BatcherConfig struct {
 // Batcher coalesces concurrent autocommit calls. It is safe for concurrent
 // use.
 type Batcher struct {
-	cfg BatcherConfig
-	db  DB
+	cfg      BatcherConfig
+	db       DB
+	database string // the service pool's (see Database)
 
 	mu       sync.Mutex
-	dbName   string // the service pool's database, once known
 	picks    map[pickKey]*group[*pickReq]
 	resolves map[resolveKey]*group[*resolveReq]
 	pushes   map[string]*group[*pushReq]
@@ -78,8 +78,9 @@ func NewBatcher(cfg BatcherConfig) *Batcher {
 	cfg.MaxPick = cmp.Or(cfg.MaxPick, 1000)
 	cfg.MaxInFlight = max(cfg.MaxInFlight, 0)
 	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, 1)
+	conn := cfg.Pool.Config().ConnConfig
 	return &Batcher{
-		cfg: cfg, db: newStaleRetryDB(cfg.Pool),
+		cfg: cfg, db: newStaleRetryDB(cfg.Pool), database: cmp.Or(conn.Database, conn.User),
 		picks:    make(map[pickKey]*group[*pickReq]),
 		resolves: make(map[resolveKey]*group[*resolveReq]),
 		pushes:   make(map[string]*group[*pushReq]),
@@ -533,33 +534,13 @@ func (b *Batcher) execPicks(key pickKey, batch []*pickReq) {
 // own queues), and its role has the rights the calls use
 // ([Store.CanBatch]).
 func (b *Batcher) CanBatch(ctx context.Context, db DB, queue string) (bool, error) {
-	name, err := b.database(ctx)
-	if err != nil {
-		return false, err
-	}
-	return b.cfg.Store.CanBatch(ctx, db, name, queue)
+	return b.cfg.Store.CanBatch(ctx, db, b.Database(), queue)
 }
 
-// database returns the name of the service pool's database, asked once.
-func (b *Batcher) database(ctx context.Context) (string, error) {
-	b.mu.Lock()
-	name := b.dbName
-	b.mu.Unlock()
-	if name != "" {
-		return name, nil
-	}
-	_, err := b.db.Query(ctx, "SELECT current_database()", nil, func(row [][]byte) error {
-		name = string(row[0])
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	b.mu.Lock()
-	b.dbName = name
-	b.mu.Unlock()
-	return name, nil
-}
+// Database is the name of the service pool's database: the one its
+// configuration names or, without one, the user's namesake, as Postgres
+// chooses.
+func (b *Batcher) Database() string { return b.database }
 
 // CanBatch reports whether db's session is connected to database and its
 // role may use schemas fetchq and fetchq_data, read, insert and update the

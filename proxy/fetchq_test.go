@@ -478,7 +478,9 @@ func TestGroupCommitKeepsPrivileges(t *testing.T) {
 // queue of the same name.
 func TestCallsOfAnotherDatabase(t *testing.T) {
 	t.Parallel()
-	away := func(t *testing.T, b *testBundle) (home, away *pgx.Conn) {
+	// connectBoth connects through b's proxy to its own database, with a
+	// queue "shared" holding home-doc, and to a fresh other database.
+	connectBoth := func(t *testing.T, b *testBundle) (home, away *pgx.Conn) {
 		ctx := ctxT(t, time.Minute)
 		home = fetchqConn(t, b, "shared")
 		_, err := home.Exec(ctx, "SELECT * FROM fetchq.doc_push('shared', 'home-doc')")
@@ -510,7 +512,7 @@ func TestCallsOfAnotherDatabase(t *testing.T) {
 	t.Run("passed through", func(t *testing.T) {
 		t.Parallel()
 		b, _, batcher := setupFull(t)
-		home, away := away(t, b)
+		home, away := connectBoth(t, b)
 		ctx := ctxT(t, time.Minute)
 		before, _ := batcher.Stats()
 		_, err := away.Exec(ctx, "SELECT * FROM fetchq.init()")
@@ -532,7 +534,7 @@ func TestCallsOfAnotherDatabase(t *testing.T) {
 	t.Run("batcher", func(t *testing.T) {
 		t.Parallel()
 		b, _, batcher := setupFull(t, func(c *proxy.Config, _ *pgtest.DB) { c.Database = "" })
-		home, away := away(t, b)
+		home, away := connectBoth(t, b)
 		ctx := ctxT(t, time.Minute)
 		_, err := away.Exec(ctx, "SELECT * FROM fetchq.init()")
 		require.NoError(t, err)

@@ -132,11 +132,6 @@ func (s *session) serve() {
 		return
 	}
 	s.log().Debug("session started")
-	if cfg := s.srv.cfg; cfg.Database != "" && cfg.Rewriter != nil && cfg.Queue != nil && !s.intercepting &&
-		s.srv.otherDBLogged.CompareAndSwap(false, true) {
-		s.log().Info("a client of another database than the service pool's: its Fetchq calls are passed through to Postgres (logged once)",
-			"served", cfg.Database)
-	}
 	s.readerDone = make(chan error, 1)
 	go s.upstreamLoop()
 	s.clientLoop()

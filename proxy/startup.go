@@ -180,13 +180,6 @@ func (s *session) startup() error {
 	}
 	s.user, s.database = params["user"], params["database"]
 	s.lg.Store(nil) // a logger made earlier lacks them
-	// Postgres connects a startup packet without a database to the
-	// user's namesake.
-	if database := cmp.Or(s.database, s.user); cfg.Database != "" && database != cfg.Database && s.intercepting {
-		s.intercepting = false
-		s.log().Debug("Fetchq calls passed through: not the service pool's database", "served", cfg.Database)
-	}
-
 	ctx, cancel := context.WithDeadline(s.ctx, time.Now().Add(cfg.StartupTimeout))
 	defer cancel()
 	up, err := dialUpstream(ctx, cfg.Upstream)
@@ -215,6 +208,16 @@ func (s *session) startup() error {
 	}
 	if err := s.relayAuth(); err != nil {
 		return err
+	}
+	// Fetchq is served in Config.Database only; Postgres connects a
+	// startup packet without a database to the user's namesake. Logged
+	// once per server, after authentication.
+	if database := cmp.Or(s.database, s.user); cfg.Database != "" && database != cfg.Database && s.intercepting {
+		s.intercepting = false
+		if s.srv.otherDBLogged.CompareAndSwap(false, true) {
+			s.log().Info("a client of another database than the service pool's: its Fetchq calls are passed through to Postgres (logged once)",
+				"served", cfg.Database)
+		}
 	}
 	_ = s.conn.SetDeadline(noDeadline)
 	_ = up.conn.SetDeadline(noDeadline)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -225,10 +224,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("service pool: %w", err)
 	}
 	defer pool.Close()
-	// Fetchq is served in the service pool's database (see
-	// proxy.Config.Database); without one, Postgres connects to the user's
-	// namesake.
-	database := cmp.Or(poolCfg.ConnConfig.Database, poolCfg.ConnConfig.User)
 	metrics := backend.NewMetrics()
 	store := backend.New(backend.Config{Logger: logger, Version: o.fetchqVersion, Metrics: metrics})
 	maintainer, err := backend.NewMaintainer(backend.MaintainerConfig{
@@ -249,7 +244,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Logger:         logger,
 		Rewriter:       rewrite.New(o.planCache),
 		Queue:          store,
-		Database:       database,
+		Database:       batcher.Database(), // Fetchq is served where the batches run
 		Counters:       metrics,
 		Batcher:        batcher,
 		StartupTimeout: o.startupTimeout,
