@@ -1978,8 +1978,11 @@ func TestConnectionBurstBoundedByMaxClients(t *testing.T) {
 // its --max-clients cap: every startup gets FATAL 53300, no upstream
 // connection is opened for them, the proxy's memory stays bounded, and the
 // sessions already admitted keep working throughout.
+//
+// Not parallel: it measures the heap of the whole test process, which
+// parallel tests would disturb (the likeliest cause of its one failure in
+// a full run, whose message was not kept).
 func TestConnectionFlood(t *testing.T) {
-	t.Parallel()
 	const max, attempts, clients = 4, 10000, 64
 	b := setup(t, func(c *proxy.Config, _ *pgtest.DB) { c.MaxClients = max })
 	bad := countBadInputs(t)
