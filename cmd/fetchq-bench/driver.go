@@ -164,12 +164,8 @@ func (b *bench) runDriver(ctx context.Context, s *sample) error {
 		defer conns[i].Close(context.WithoutCancel(ctx))
 	}
 
-	var cpu0 time.Duration
-	if proxy != nil {
-		if cpu0, err = cpuTime(proxy.pid()); err != nil {
-			return err
-		}
-	}
+	cpu := b.startCPU(proxy)
+	self0 := selfCPU()
 	clients := make([]driverClient, s.Clients)
 	start := time.Now()
 	deadline := start.Add(b.o.duration)
@@ -198,13 +194,8 @@ func (b *bench) runDriver(ctx context.Context, s *sample) error {
 		})
 	}
 	wg.Wait()
-	if proxy != nil {
-		cpu1, err := cpuTime(proxy.pid())
-		if err != nil {
-			return err
-		}
-		cpu0 = cpu1 - cpu0
-	}
+	self := selfCPU() - self0
+	cpu.end(b)
 
 	end := start
 	seen := make(map[string]int, b.o.docs)
@@ -230,8 +221,8 @@ func (b *bench) runDriver(ctx context.Context, s *sample) error {
 	if s.Seconds > 0 {
 		s.Value = float64(s.Ops) / s.Seconds
 	}
+	cpu.record(s, self)
 	if proxy != nil && s.Ops > 0 {
-		s.CPUPerOp = float64(cpu0.Microseconds()) / float64(s.Ops)
 		s.batchSize(ctx, proxy)
 	}
 	if dup > 0 {

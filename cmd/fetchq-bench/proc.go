@@ -432,3 +432,143 @@ func otherCPU(window time.Duration) float64 {
 	other := (b1 - b0) - treeDelta(o0, o1)
 	return min(100, max(0, float64(other)/float64(t1-t0)*100))
 }
+
+// familyCPU returns the user+system CPU time that process root and all its
+// descendants have used so far: those alive now, and those root has
+// reaped (its cutime and cstime), which is how the CPU of Postgres
+// backends that ended with their client's connection stays counted.
+func familyCPU(root int) (time.Duration, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	type proc struct {
+		ppid  int
+		ticks int64
+	}
+	procs := map[int]proc{}
+	var reaped int64
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // ended meanwhile
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 15 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		procs[pid] = proc{ppid, ut + st}
+		if pid == root {
+			cut, _ := strconv.ParseInt(f[13], 10, 64)
+			cst, _ := strconv.ParseInt(f[14], 10, 64)
+			reaped = cut + cst
+		}
+	}
+	if _, ok := procs[root]; !ok {
+		return 0, fmt.Errorf("process %d is gone", root)
+	}
+	inFamily := func(pid int) bool {
+		for range 64 { // bounded walk up the tree
+			if pid == root {
+				return true
+			}
+			p, ok := procs[pid]
+			if !ok || pid <= 1 {
+				return false
+			}
+			pid = p.ppid
+		}
+		return false
+	}
+	ticks := reaped
+	for pid, p := range procs {
+		if inFamily(pid) {
+			ticks += p.ticks
+		}
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
+}
+
+// selfCPU returns the user+system CPU time this process has used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuWindow measures where the CPU went during one measurement: the whole
+// machine's busy time and that of Postgres (every process of it) and of
+// the process in the middle (the proxy or PgBouncer), if any. The load
+// generator's own CPU is measured by whoever runs it: pgbench's from its
+// rusage, the Go load generator's as this process's.
+type cpuWindow struct {
+	mid                      *process
+	pg0, pg1, mid0, mid1     time.Duration
+	busy0, busy1, tot0, tot1 int64
+	err                      error
+}
+
+// startCPU opens a cpuWindow; mid may be nil.
+func (b *bench) startCPU(mid *process) *cpuWindow {
+	w := &cpuWindow{mid: mid}
+	w.pg0, w.mid0, w.busy0, w.tot0 = w.snap(b)
+	return w
+}
+
+func (w *cpuWindow) snap(b *bench) (pg, mid time.Duration, busy, total int64) {
+	var err error
+	if pg, err = familyCPU(b.pg.Pid()); err != nil {
+		w.err = errors.Join(w.err, err)
+	}
+	if w.mid != nil {
+		if mid, err = cpuTime(w.mid.pid()); err != nil {
+			w.err = errors.Join(w.err, err)
+		}
+	}
+	if busy, total, err = systemCPU(); err != nil {
+		w.err = errors.Join(w.err, err)
+	}
+	return pg, mid, busy, total
+}
+
+// end closes the window.
+func (w *cpuWindow) end(b *bench) {
+	w.pg1, w.mid1, w.busy1, w.tot1 = w.snap(b)
+}
+
+// record puts in s, per operation of s.Ops, what each party used in the
+// window, client being the load generator's CPU, and the machine's busy
+// share.
+func (w *cpuWindow) record(s *sample, client time.Duration) {
+	if w.err != nil {
+		s.problemf("measuring CPU: %v", w.err)
+		return
+	}
+	if s.Ops <= 0 {
+		return
+	}
+	perOp := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(s.Ops) }
+	if w.mid != nil {
+		s.CPUPerOp = perOp(w.mid1 - w.mid0)
+	}
+	s.PgCPUPerOp = perOp(w.pg1 - w.pg0)
+	if client > 0 {
+		s.ClientCPUPerOp = perOp(client)
+	}
+	if w.tot1 > w.tot0 {
+		s.BusyPct = float64(w.busy1-w.busy0) / float64(w.tot1-w.tot0) * 100
+	}
+}

@@ -258,18 +258,18 @@ func (r *report) print(w io.Writer) {
 // printQueue prints W1, W2 or W3: one row per client count and target.
 func (r *report) printQueue(w io.Writer, title, unit string, clients []int, wl string, targets []string) {
 	fmt.Fprintf(w, "%s, %s\n", title, unit)
-	t := &table{align: "rlr" + strings.Repeat("r", r.b.o.reps) + "rrl"}
+	t := &table{align: "rlr" + strings.Repeat("r", r.b.o.reps) + "rrrrrl"}
 	head := []string{"clients", "target", "median"}
 	for i := range r.b.o.reps {
 		head = append(head, fmt.Sprintf("rep %d", i+1))
 	}
-	t.add(append(head, "proxy CPU µs/op", "calls/batch", "")...)
+	t.add(append(head, "CPU µs/op: proxy", "Postgres", "client", "busy %", "calls/batch", "")...)
 	for _, n := range clients {
 		for _, tg := range targets {
 			c := cell{Workload: wl, Target: tg, Clients: n}
 			row := []string{strconv.Itoa(n), r.targetLabel(wl, tg)}
 			if tg == tExt && r.b.o.extensionSQL == "" {
-				row = append(row, slices.Repeat([]string{"-"}, r.b.o.reps+3)...) // median, reps, CPU, batch
+				row = append(row, slices.Repeat([]string{"-"}, r.b.o.reps+6)...) // median, reps, CPU x3, busy, batch
 				t.add(append(row, "not measured (pass -extension-sql)")...)
 				continue
 			}
@@ -286,13 +286,16 @@ func (r *report) printQueue(w io.Writer, title, unit string, clients []int, wl s
 			if tg == tProxy {
 				cpu, batch = fmtFloat(r.cpuMedian(c), 1), fmtFloat(r.batchMedian(c), 1)
 			}
+			pg := fmtFloat(r.sampleMedian(c, func(s sample) float64 { return s.PgCPUPerOp }), 1)
+			client := fmtFloat(r.sampleMedian(c, func(s sample) float64 { return s.ClientCPUPerOp }), 1)
+			busy := fmtFloat(r.sampleMedian(c, func(s sample) float64 { return s.BusyPct }), 0)
 			note := ""
 			for _, s := range r.byKey[c.key()] {
 				if s.Note != "" {
 					note = "burn-down: drained the preloaded queue before the deadline"
 				}
 			}
-			t.add(append(row, cpu, batch, note)...)
+			t.add(append(row, cpu, pg, client, busy, batch, note)...)
 		}
 	}
 	t.write(w, "  ")

@@ -79,6 +79,12 @@ type sample struct {
 	// CPUPerOp is the user+system CPU of the proxy (or PgBouncer) per
 	// operation, in microseconds; 0 when not measured.
 	CPUPerOp float64 `json:"cpu_us_per_op,omitempty"`
+	// PgCPUPerOp is that of Postgres (all its processes), ClientCPUPerOp
+	// that of the load generator (pgbench, or the Go load generator).
+	// BusyPct is the share of all CPUs' time the machine was busy.
+	PgCPUPerOp     float64 `json:"pg_cpu_us_per_op,omitempty"`
+	ClientCPUPerOp float64 `json:"client_cpu_us_per_op,omitempty"`
+	BusyPct        float64 `json:"busy_pct,omitempty"`
 	// CallsPerBatch is the mean number of calls the proxy ran per batch
 	// statement (group commit), from its /debug/group_commit counters.
 	CallsPerBatch float64 `json:"calls_per_batch,omitempty"`
@@ -254,14 +260,12 @@ func (b *bench) runScript(ctx context.Context, s *sample) error {
 	}
 	// Simple protocol: the scripts substitute variables inside quoted
 	// literals, as Fetchq clients splice values into their SQL text.
-	res, cpu, err := b.pgbenchMeasured(ctx, proxy, port, db,
+	if _, err := b.pgbenchMeasured(ctx, s, proxy, port, db,
 		"-M", "simple", "-f", b.scriptPath(script),
 		"-c", strconv.Itoa(s.Clients), "-j", strconv.Itoa(pgbenchThreads(s.Clients)),
-		"-T", strconv.Itoa(b.o.seconds()))
-	if err != nil {
+		"-T", strconv.Itoa(b.o.seconds())); err != nil {
 		return err
 	}
-	s.fromPgbench(res, cpu)
 
 	counts, err := b.docCounts(ctx, db)
 	if err != nil {
@@ -306,7 +310,7 @@ func (s *sample) checkPicked(counts statusCounts, preloaded, completed int64, do
 }
 
 // fromPgbench fills the throughput fields from a pgbench run.
-func (s *sample) fromPgbench(res pgbenchResult, cpu time.Duration) {
+func (s *sample) fromPgbench(res pgbenchResult) {
 	s.Value = res.TPS
 	s.Ops = res.Processed
 	s.Failed = res.Failed + int64(res.Aborted)
@@ -316,30 +320,20 @@ func (s *sample) fromPgbench(res pgbenchResult, cpu time.Duration) {
 	if res.Aborted > 0 {
 		s.problemf("pgbench: %d clients aborted: %s", res.Aborted, res.FirstError)
 	}
-	if cpu > 0 && res.Processed > 0 {
-		s.CPUPerOp = float64(cpu.Microseconds()) / float64(res.Processed)
-	}
 }
 
-// pgbenchMeasured runs pgbench and returns, when proc is not nil, the CPU
-// time proc used meanwhile.
-func (b *bench) pgbenchMeasured(ctx context.Context, proc *process, port int, db string, args ...string) (pgbenchResult, time.Duration, error) {
-	var cpu0 time.Duration
-	if proc != nil {
-		var err error
-		if cpu0, err = cpuTime(proc.pid()); err != nil {
-			return pgbenchResult{}, 0, err
-		}
-	}
+// pgbenchMeasured runs pgbench and fills s with its throughput and where
+// the CPU went meanwhile (mid is the proxy or PgBouncer, or nil).
+func (b *bench) pgbenchMeasured(ctx context.Context, s *sample, mid *process, port int, db string, args ...string) (pgbenchResult, error) {
+	w := b.startCPU(mid)
 	res, err := b.pgbench(ctx, port, db, args...)
-	if err != nil || proc == nil {
-		return res, 0, err
-	}
-	cpu1, err := cpuTime(proc.pid())
+	w.end(b)
 	if err != nil {
-		return res, 0, err
+		return res, err
 	}
-	return res, cpu1 - cpu0, nil
+	s.fromPgbench(res)
+	w.record(s, res.CPU)
+	return res, nil
 }
 
 // runPassthrough runs W4: pgbench -S under one protocol, or TPC-B, against
@@ -376,11 +370,10 @@ func (b *bench) runPassthrough(ctx context.Context, s *sample) error {
 	} else {
 		args = append(args, "-S", "-M", s.Mode)
 	}
-	res, cpu, err := b.pgbenchMeasured(ctx, proc, port, db, args...)
+	res, err := b.pgbenchMeasured(ctx, s, proc, port, db, args...)
 	if err != nil {
 		return err
 	}
-	s.fromPgbench(res, cpu)
 	s.Checks = fmt.Sprintf("%d transactions, %d failed", res.Processed, res.Failed)
 	if s.Target == tProxy {
 		proc.stop()
@@ -413,6 +406,8 @@ type pgbenchResult struct {
 	TPS        float64
 	FirstError string
 	Output     string
+	// CPU is pgbench's own user+system CPU time.
+	CPU time.Duration
 }
 
 // pgbench runs pgbench -n with args against database db on a port of
@@ -425,6 +420,9 @@ func (b *bench) pgbench(ctx context.Context, port int, db string, args ...string
 	cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
 	out, err := cmd.CombinedOutput()
 	res := parsePgbench(string(out))
+	if cmd.ProcessState != nil {
+		res.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	var exit *exec.ExitError
 	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 2 && res.Aborted > 0) {
 		return res, fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args, " "), err, tailLines(string(out), 10))

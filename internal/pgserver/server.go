@@ -449,6 +449,9 @@ func (s *Server) Port() int { return s.port }
 // DataDir returns the absolute path of the data directory.
 func (s *Server) DataDir() string { return s.dataDir }
 
+// Pid returns the process ID of the postmaster.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // LogPath returns the file that receives the server's output.
 func (s *Server) LogPath() string { return s.logPath }
 
