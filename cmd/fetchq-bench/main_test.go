@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"math"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -172,4 +174,23 @@ func TestTreeDelta(t *testing.T) {
 	before := map[int]int64{1: 100, 2: 500, 3: 40}
 	after := map[int]int64{1: 110, 3: 45, 4: 7} // 2 exited, 4 started
 	require.Equal(t, int64(10+5+7), treeDelta(before, after))
+}
+
+// TestFamilyCPU: the CPU of a child that ran and was reaped in between
+// stays counted in its parent's family (Postgres' backends end with their
+// clients' connections, before the window closes).
+func TestFamilyCPU(t *testing.T) {
+	before, err := familyCPU(os.Getpid())
+	require.NoError(t, err)
+	cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done")
+	require.NoError(t, cmd.Run()) // Run waits: the child is reaped
+	child := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	require.Greater(t, child, 50*time.Millisecond, "the child burnt too little CPU to tell")
+	after, err := familyCPU(os.Getpid())
+	require.NoError(t, err)
+	// /proc counts in ticks of 10 ms; the test process itself only adds.
+	require.GreaterOrEqual(t, after-before, child-20*time.Millisecond)
+
+	_, err = familyCPU(1 << 30)
+	require.Error(t, err, "a process that does not exist")
 }
