@@ -341,19 +341,24 @@ func systemCPU() (busy, total int64, err error) {
 	return busy, total, nil
 }
 
-// treeCPU returns the user+system CPU time, in USER_HZ ticks, of this
-// process and each of its descendants alive now (the benchmark, Postgres
-// and its backends, the proxy, PgBouncer, pgbench), by pid.
-func treeCPU() map[int]int64 {
+// procStat is what the CPU accounting reads of a process in
+// /proc/<pid>/stat, times in USER_HZ ticks.
+type procStat struct {
+	ppid  int
+	ticks int64 // utime + stime
+	// reaped is cutime + cstime: the CPU of the children it has waited
+	// for.
+	reaped int64
+}
+
+// readProcs reads every process's procStat, by pid. Processes that end
+// while it reads are left out.
+func readProcs() (map[int]procStat, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return nil
+		return nil, err
 	}
-	type proc struct {
-		ppid  int
-		ticks int64
-	}
-	procs := map[int]proc{}
+	procs := map[int]procStat{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -367,32 +372,46 @@ func treeCPU() map[int]int64 {
 		if i < 0 {
 			continue
 		}
+		// f[0] is field 3 (state): ppid is field 4, utime 14, stime 15,
+		// cutime 16, cstime 17.
 		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 13 {
+		if len(f) < 15 {
 			continue
 		}
 		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		procs[pid] = proc{ppid, ut + st}
+		n := func(k int) int64 { v, _ := strconv.ParseInt(f[k], 10, 64); return v }
+		procs[pid] = procStat{ppid: ppid, ticks: n(11) + n(12), reaped: n(13) + n(14)}
+	}
+	return procs, nil
+}
+
+// descends reports whether pid is root or one of its descendants.
+func descends(procs map[int]procStat, pid, root int) bool {
+	for range 64 { // bounded walk up the tree
+		if pid == root {
+			return true
+		}
+		p, ok := procs[pid]
+		if !ok || pid <= 1 {
+			return false
+		}
+		pid = p.ppid
+	}
+	return false
+}
+
+// treeCPU returns the user+system CPU time, in USER_HZ ticks, of this
+// process and each of its descendants alive now (the benchmark, Postgres
+// and its backends, the proxy, PgBouncer, pgbench), by pid.
+func treeCPU() map[int]int64 {
+	procs, err := readProcs()
+	if err != nil {
+		return nil
 	}
 	self := os.Getpid()
-	ours := func(pid int) bool {
-		for range 64 { // bounded walk up the tree
-			if pid == self {
-				return true
-			}
-			p, ok := procs[pid]
-			if !ok || pid <= 1 {
-				return false
-			}
-			pid = p.ppid
-		}
-		return false
-	}
 	out := map[int]int64{}
 	for pid, p := range procs {
-		if ours(pid) {
+		if descends(procs, pid, self) {
 			out[pid] = p.ticks
 		}
 	}
@@ -438,62 +457,17 @@ func otherCPU(window time.Duration) float64 {
 // reaped (its cutime and cstime), which is how the CPU of Postgres
 // backends that ended with their client's connection stays counted.
 func familyCPU(root int) (time.Duration, error) {
-	entries, err := os.ReadDir("/proc")
+	procs, err := readProcs()
 	if err != nil {
 		return 0, err
 	}
-	type proc struct {
-		ppid  int
-		ticks int64
-	}
-	procs := map[int]proc{}
-	var reaped int64
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // ended meanwhile
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 15 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		procs[pid] = proc{ppid, ut + st}
-		if pid == root {
-			cut, _ := strconv.ParseInt(f[13], 10, 64)
-			cst, _ := strconv.ParseInt(f[14], 10, 64)
-			reaped = cut + cst
-		}
-	}
-	if _, ok := procs[root]; !ok {
+	r, ok := procs[root]
+	if !ok {
 		return 0, fmt.Errorf("process %d is gone", root)
 	}
-	inFamily := func(pid int) bool {
-		for range 64 { // bounded walk up the tree
-			if pid == root {
-				return true
-			}
-			p, ok := procs[pid]
-			if !ok || pid <= 1 {
-				return false
-			}
-			pid = p.ppid
-		}
-		return false
-	}
-	ticks := reaped
+	ticks := r.reaped
 	for pid, p := range procs {
-		if inFamily(pid) {
+		if descends(procs, pid, root) {
 			ticks += p.ticks
 		}
 	}
