@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -116,7 +118,9 @@ const pushID = "doc_push(varchar,varchar,integer,integer,timestamptz,jsonb)"
 // A push batches only when its next_iteration is now() or an epoch
 // (to_timestamp(n)): a timestamp text, and an interval with days or months,
 // depend on the session's TimeZone, which the client's connection may set
-// differently from the service pool's.
+// differently from the service pool's. For the same reason a pick batches
+// only with a lock duration of hours, minutes or seconds ('5m', '1 hour'),
+// a reschedule only at now() plus or minus such an interval, or an epoch.
 //
 // So does a call whose jsonb text Go cannot vouch for: Postgres checks it
 // on the client's own connection (see [Store.Invoke]).
@@ -134,8 +138,25 @@ func (b *Batcher) Batchable(id string, args []Value) bool {
 	case len(args) >= 3 && overloadsByID[id].name == "doc_reschedule":
 		t := args[2]
 		return t.Null || (t.Now && plainInterval(t.Interval)) || t.Epoch
+	case overloadsByID[id].name == "doc_pick":
+		if d, ok := pickDuration(id, args); ok {
+			return d.Null || (d.Text != "" && plainInterval(d.Text))
+		}
 	}
 	return true
+}
+
+// pickDuration returns the duration argument of a doc_pick form that has
+// one.
+func pickDuration(id string, args []Value) (Value, bool) {
+	o := overloadsByID[id]
+	switch {
+	case len(args) == 4:
+		return args[3], true
+	case len(args) == 2 && o.args[1] != argInteger:
+		return args[1], true
+	}
+	return Value{}, false
 }
 
 // plainInterval reports whether an interval text added to now() gives
@@ -310,7 +331,8 @@ func (c *Call) Ended() bool { return c.ended() }
 func (c *Call) Wait(ctx context.Context) (*Result, error) { return c.wait(ctx) }
 
 // Invoke runs a batchable overload (see Batchable) with its arguments as
-// Store.Invoke takes them, and returns what Store.Invoke would.
+// Store.Invoke takes them, and returns what Store.Invoke would. Once the
+// call has joined a batch, it returns its outcome even if ctx ends first.
 func (b *Batcher) Invoke(ctx context.Context, id string, args []Value) (*Result, error) {
 	c, err := b.prepare(id, args)
 	if err != nil {
@@ -320,7 +342,10 @@ func (b *Batcher) Invoke(ctx context.Context, id string, args []Value) (*Result,
 		return b.cfg.Store.Invoke(ctx, b.db, id, args)
 	}
 	c.join(false)
-	return c.wait(ctx)
+	// The outcome is awaited even when ctx ends first (bounded by the
+	// batch's Timeout): the batch may still take the call's effect, whose
+	// counter effects the caller must then apply.
+	return c.wait(context.WithoutCancel(ctx))
 }
 
 // Prepare readies a call for pipelined use: the caller starts it (Start)
@@ -360,7 +385,7 @@ func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 	case o.name == "doc_reject":
 		return b.prepareReject(id, o, conv, args)
 	case o.name != "doc_pick":
-		return b.prepareResolve(o, conv)
+		return b.prepareResolve(id, o, conv, args)
 	}
 	key := pickKey{duration: pick5m}
 	limit := int32(1)
@@ -430,23 +455,26 @@ func newCall[K comparable, R, O any](b *Batcher, groups map[K]*group[R], key K, 
 	}
 }
 
-// batchOutcome is a call's share of a batch of pushes, reschedules or
-// rejects: whether the statement wrote its document, with the document's
-// status, or, when the statement failed, the call's result run alone.
+// batchOutcome is a call's share of a batch of pushes, completes, kills,
+// reschedules or rejects: whether the statement wrote its document, with
+// the document's status; or, when the statement failed, the call's result
+// run alone (ranAlone), or the batch's error.
 type batchOutcome struct {
 	affected bool
 	status   int32
+	ranAlone bool
 	alone    *Result
 	err      error
 }
 
-// execBatch runs the statement sql of a batch of pushes, reschedules or
-// rejects, whose last parameter is the JSON list of items (after params)
-// and whose rows are (subject, status) of the documents it wrote, and deals
-// each call its outcome: affected, with the status, when it is the first
-// call of its subject (first) and the statement wrote that subject. When
-// the statement fails, nothing was written, and every call runs alone, in
-// order, before the next batch starts.
+// execBatch runs the statement sql of a batch, whose last parameter is the
+// JSON list of items (after params) and whose rows are (subject, status)
+// of the documents it wrote, and deals each call its outcome: affected,
+// with the status, when it is the first call of its subject (first) and
+// the statement wrote that subject. When the statement fails inside
+// Postgres, nothing was written, and every call runs alone, in order,
+// before the next batch starts: the failure may be one call's doing. When
+// it fails otherwise (see [rerunAlone]), every call gets its error.
 func execBatch[R, I any](b *Batcher, batch []R, items []I, first map[string]int, sql string, params []any,
 	call func(R) (subject string, done chan batchOutcome, id string, args []Value)) {
 	list, err := json.Marshal(items)
@@ -459,18 +487,46 @@ func execBatch[R, I any](b *Batcher, batch []R, items []I, first map[string]int,
 			return nil
 		})
 	}
+	alone := err != nil && rerunAlone(err)
 	for i, r := range batch {
 		subject, done, id, args := call(r)
-		if err != nil {
+		if alone {
 			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 			res, rerr := b.cfg.Store.Invoke(ctx, b.db, id, args)
 			cancel()
-			done <- batchOutcome{alone: res, err: rerr}
+			done <- batchOutcome{ranAlone: true, alone: res, err: rerr}
+			continue
+		}
+		if err != nil {
+			done <- batchOutcome{err: err}
 			continue
 		}
 		st, ok := status[subject]
 		done <- batchOutcome{affected: ok && first[subject] == i, status: st}
 	}
+}
+
+// rerunAlone reports whether the calls of a batch whose statement failed
+// with err run alone: when Postgres refused the statement, it rolled back
+// and wrote nothing, and the cause may be one call's (a constraint, a
+// trigger, a value). Not when the batch ran out of time (its context
+// ended, or Postgres cancelled it for that, 57014), nor when the
+// connection failed or Postgres is shutting down: the outcome may be
+// unknown (a statement may have committed just before its answer was
+// lost; run again, a push would find its own document and answer 0), and
+// each call alone would wait out the timeout again, one after another.
+func rerunAlone(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch {
+	case pgErr.Severity == "FATAL" || pgErr.Severity == "PANIC",
+		pgErr.Code == codeQueryCanceled,
+		strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "57P"):
+		return false
+	}
+	return true
 }
 
 // query runs a batch statement on the service pool, bounded by Timeout.
@@ -548,7 +604,9 @@ func (b *Batcher) Database() string { return b.database }
 // fetchq.queues (doc_reject reads max_attempts there), so that its calls
 // may run on the service pool, whose database is database. It is false for
 // a queue that does not exist (its calls then take the ordinary path and
-// give the extension's answer).
+// give the extension's answer), and for one whose documents table has row
+// security enabled: the service pool's role, its owner, would not be held
+// to the client's policies.
 func (s *Store) CanBatch(ctx context.Context, db DB, database, queue string) (bool, error) {
 	q, ok := parseQueue(queue)
 	if !ok {
@@ -561,7 +619,7 @@ func (s *Store) CanBatch(ctx context.Context, db DB, database, queue string) (bo
 		" AND has_schema_privilege($3::text, 'USAGE')"+
 		" AND has_schema_privilege(n.oid, 'USAGE')"+
 		" AND has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'INSERT')"+
-		" AND has_table_privilege(c.oid, 'UPDATE')"+
+		" AND has_table_privilege(c.oid, 'UPDATE') AND NOT c.relrowsecurity"+
 		" AND coalesce((SELECT has_table_privilege(l.oid, 'INSERT') FROM pg_catalog.pg_class l"+
 		" WHERE l.relnamespace = n.oid AND l.relname = $4::text), false)"+
 		" AND coalesce((SELECT has_table_privilege(r.oid, 'SELECT') FROM pg_catalog.pg_class r"+
@@ -590,12 +648,9 @@ type resolveKey struct {
 type resolveReq struct {
 	subject string
 	payload *string // de-doubled JSON, nil for the two-argument form
-	done    chan resolveOut
-}
-
-type resolveOut struct {
-	affected int32
-	err      error
+	done    chan batchOutcome
+	id      string // the overload and arguments, to run the call alone
+	args    []Value
 }
 
 // resolveItem is one element of the JSON list a resolve batch sends.
@@ -608,12 +663,12 @@ type resolveItem struct {
 	Has     bool   `json:"h"`
 }
 
-func (b *Batcher) prepareResolve(o *overload, conv []arg) (*Call, error) {
+func (b *Batcher) prepareResolve(id string, o *overload, conv []arg, args []Value) (*Call, error) {
 	q, ok := parseQueue(conv[0].str)
 	if conv[0].null || conv[1].null || !ok || (len(conv) == 3 && conv[2].null) {
 		return nil, nil
 	}
-	req := &resolveReq{subject: conv[1].str, done: make(chan resolveOut, 1)}
+	req := &resolveReq{subject: conv[1].str, done: make(chan batchOutcome, 1), id: id, args: args}
 	if len(conv) == 3 {
 		payload, err := jsonArg(conv[2].str)
 		if err != nil {
@@ -624,15 +679,19 @@ func (b *Batcher) prepareResolve(o *overload, conv []arg) (*Call, error) {
 	kill := o.name == "doc_kill"
 	key := resolveKey{queue: q.name, kill: kill}
 	c := newCall(b, b.resolves, key, req, req.done, func(g *group[*resolveReq]) { b.runResolves(key, g) },
-		func(ctx context.Context, out resolveOut) (*Result, error) {
-			if out.err != nil {
+		func(ctx context.Context, out batchOutcome) (*Result, error) {
+			switch {
+			case out.ranAlone:
+				return out.alone, out.err
+			case out.err != nil:
 				if b.cfg.Store.swallow(ctx, o.name, out.err) {
 					return &Result{Columns: o.columns, Rows: [][][]byte{{nil}}}, nil
 				}
 				return nil, out.err
 			}
-			res := &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(out.affected)}}}
-			if out.affected > 0 {
+			res := &Result{Columns: o.columns, Rows: [][][]byte{{i32Text(0)}}}
+			if out.affected {
+				res.Rows[0][0] = i32Text(1)
 				metric := MetricCpl
 				if kill {
 					metric = MetricKll
@@ -659,7 +718,6 @@ func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
 		}
 		return it
 	})
-	list, err := json.Marshal(items)
 	set := "status = 3, attempts = 0, iterations = d.iterations + 1, last_iteration = now(), next_iteration = '2970-01-01 00:00:00+00'"
 	if key.kill {
 		set = "status = -1, attempts = 0, iterations = d.iterations + 1, last_iteration = now()"
@@ -667,21 +725,10 @@ func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
 	q := queue{name: key.queue}
 	sql := "UPDATE " + q.docs() + " d SET " + set + ", payload = CASE WHEN v.h THEN v.p::jsonb ELSE d.payload END" +
 		" FROM jsonb_to_recordset($1::jsonb) AS v(s text, p text, h boolean)" +
-		" WHERE d.subject = v.s AND d.status = 2 RETURNING d.subject"
-	done := make(map[string]bool, len(items))
-	if err == nil {
-		err = b.query(sql, []any{string(list)}, func(row [][]byte) error {
-			done[string(row[0])] = true
-			return nil
-		})
-	}
-	for i, r := range batch {
-		out := resolveOut{err: err}
-		if err == nil && first[r.subject] == i && done[r.subject] {
-			out.affected = 1
-		}
-		r.done <- out
-	}
+		" WHERE d.subject = v.s AND d.status = 2 RETURNING d.subject, d.status"
+	execBatch(b, batch, items, first, sql, nil, func(r *resolveReq) (string, chan batchOutcome, string, []Value) {
+		return r.subject, r.done, r.id, r.args
+	})
 }
 
 // firstCalls returns the index in batch of the first call of each

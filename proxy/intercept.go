@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/fetchq/fetchq-proxy/backend"
 	"github.com/fetchq/fetchq-proxy/rewrite"
@@ -723,19 +724,21 @@ func encodeResult(call *rewrite.Call, res *backend.Result, resultFormats []int16
 }
 
 // batchable reports whether a call may run in a batch on the service pool:
-// the client is not in a transaction block (so nothing needs its
-// connection), the overload is one the batcher runs, the client is
-// connected to the service pool's database and its own role may read and
-// update the queue's documents. The last two are checked on
-// the client's connection once per queue and remembered until the session
-// forwards any statement of its own (which might change its role).
+// the client is neither in a transaction block nor amid statements of its
+// own before a Sync (an implicit transaction: the call must see their
+// writes, and end with them), the overload is one the batcher runs, the
+// client is connected to the service pool's database and its own role may
+// read and update the queue's documents. The last two are checked on the
+// client's connection and remembered for batchRightTTL, or until the
+// session forwards any statement of its own (which might change its
+// role).
 func (s *session) batchable(db *upstreamDB, id string, args []backend.Value) bool {
 	b := s.srv.cfg.Batcher
-	if b == nil || byte(s.txStatus.Load()) != 'I' || !b.Batchable(id, args) || len(args) == 0 || args[0].Null {
+	if b == nil || byte(s.txStatus.Load()) != 'I' || s.partial.Load() || !b.Batchable(id, args) || len(args) == 0 || args[0].Null {
 		return false
 	}
 	queue := args[0].Text
-	if ok, known := s.batchOK[queue]; known {
+	if ok, known := s.batchRight(queue); known {
 		return ok
 	}
 	ok, err := b.CanBatch(s.ctx, db, queue)
@@ -743,10 +746,31 @@ func (s *session) batchable(db *upstreamDB, id string, args []backend.Value) boo
 		return false
 	}
 	if s.batchOK == nil {
-		s.batchOK = make(map[string]bool)
+		s.batchOK = make(map[string]batchRight)
 	}
-	s.batchOK[queue] = ok
+	s.batchOK[queue] = batchRight{ok: ok, at: time.Now()}
 	return ok
+}
+
+// batchRightTTL is how long a session trusts its check of a queue's
+// rights: a REVOKE or a row-security switch made elsewhere reaches its
+// batched calls within that time.
+const batchRightTTL = time.Second
+
+// batchRight is a session's check of its rights on a queue.
+type batchRight struct {
+	ok bool
+	at time.Time
+}
+
+// batchRight returns the session's fresh check of its rights on queue, if
+// it has one.
+func (s *session) batchRight(queue string) (ok, known bool) {
+	r, known := s.batchOK[queue]
+	if !known || time.Since(r.at) >= batchRightTTL {
+		return false, false
+	}
+	return r.ok, true
 }
 
 // effects hands a call's counter effects on: at once when the call ran in

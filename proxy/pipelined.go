@@ -59,7 +59,7 @@ func (s *session) executeAsync(p *icPortal) bool {
 	if err != nil || len(args) == 0 || args[0].Null {
 		return false // the ordinary path answers
 	}
-	if _, known := s.batchOK[args[0].Text]; !known && running > 0 {
+	if _, known := s.batchRight(args[0].Text); !known && running > 0 {
 		// Checking the client's rights takes its connection: only once
 		// the running calls have ended.
 		return false

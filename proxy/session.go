@@ -76,13 +76,13 @@ type session struct {
 	batchFailed atomic.Bool   // an ErrorResponse ended the current extended batch; the upstream skips to Sync
 
 	// Interception state, owned by the session goroutine.
-	stmts            map[string]*icStmt   // intercepted prepared statements by name
-	portals          map[string]*icPortal // intercepted portals by name
-	discardUntilSync bool                 // after an error the proxy raised in an extended batch
-	boundarySeq      uint64               // Sync and Query messages forwarded (see livePortal)
-	msgBuf           []byte               // reused buffer for inspected client messages
-	batchOK          map[string]bool      // queues the client's role may batch on; cleared when it forwards a statement
-	pipelineKey      any                  // batch key of the pipelined calls started since the last awaitPipelined; nil: none (see pipelined.go)
+	stmts            map[string]*icStmt    // intercepted prepared statements by name
+	portals          map[string]*icPortal  // intercepted portals by name
+	discardUntilSync bool                  // after an error the proxy raised in an extended batch
+	boundarySeq      uint64                // Sync and Query messages forwarded (see livePortal)
+	msgBuf           []byte                // reused buffer for inspected client messages
+	batchOK          map[string]batchRight // queues the client's role may batch on (see batchable); cleared when it forwards a statement
+	pipelineKey      any                   // batch key of the pipelined calls started since the last awaitPipelined; nil: none (see pipelined.go)
 
 	plmu       sync.Mutex       // guards pipeline and collecting
 	pipeline   []*pipelinedCall // pipelined calls the collector has yet to answer
@@ -326,9 +326,10 @@ func (s *session) pushRequest(kind reqKind) error {
 	if kind == reqLocal {
 		return nil
 	}
-	if kind == reqQuery || kind == reqParse {
-		// The client runs SQL of its own (SET ROLE, perhaps): check its
-		// rights again before batching its calls.
+	if kind == reqQuery || kind == reqParse || kind == reqExecute {
+		// The client runs SQL of its own (SET ROLE, perhaps, or a
+		// prepared one): check its rights again before batching its
+		// calls.
 		clear(s.batchOK)
 	}
 	var seq uint64
