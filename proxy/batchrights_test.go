@@ -39,6 +39,24 @@ func grantQueue(role, q string) []string {
 	}
 }
 
+// pushSubjects pushes one document of each subject to queue q.
+func pushSubjects(t *testing.T, conn *pgx.Conn, q string, subjects ...string) {
+	t.Helper()
+	ctx := ctxT(t, time.Minute)
+	for _, s := range subjects {
+		_, err := conn.Exec(ctx, "SELECT * FROM fetchq.doc_push($1::varchar, $2::varchar)", q, s)
+		require.NoError(t, err)
+	}
+}
+
+// docStatus returns the status of queue q's document subject.
+func docStatus(t *testing.T, conn *pgx.Conn, q, subject string) int {
+	t.Helper()
+	var status int
+	require.NoError(t, conn.QueryRow(ctxT(t, time.Minute), "SELECT status FROM fetchq_data."+q+"__docs WHERE subject = $1", subject).Scan(&status))
+	return status
+}
+
 func require42501(t *testing.T, err error, msgAndArgs ...any) {
 	t.Helper()
 	var pgErr *pgconn.PgError
@@ -54,10 +72,7 @@ func TestBatchRightsAfterPreparedSetRole(t *testing.T) {
 	b, _, batcher := setupFull(t)
 	conn := fetchqConn(t, b, "priv")
 	ctx := ctxT(t, time.Minute)
-	for _, s := range []string{"p1", "p2"} {
-		_, err := conn.Exec(ctx, "SELECT * FROM fetchq.doc_push('priv', '"+s+"')")
-		require.NoError(t, err)
-	}
+	pushSubjects(t, conn, "priv", "p1", "p2")
 	role := createRole(t, b, conn, "fq_setrole_", "GRANT USAGE ON SCHEMA fetchq, fetchq_data TO fq_setrole_"+b.db.Name)
 
 	c, err := pgx.Connect(ctx, b.proxyDSN("", ""))
@@ -88,10 +103,7 @@ func TestBatchRightsExpire(t *testing.T) {
 	b, _, batcher := setupFull(t)
 	conn := fetchqConn(t, b, "rev")
 	ctx := ctxT(t, time.Minute)
-	for _, s := range []string{"r1", "r2"} {
-		_, err := conn.Exec(ctx, "SELECT * FROM fetchq.doc_push('rev', '"+s+"')")
-		require.NoError(t, err)
-	}
+	pushSubjects(t, conn, "rev", "r1", "r2")
 	role := createRole(t, b, conn, "fq_revoke_", grantQueue("fq_revoke_"+b.db.Name, "rev")...)
 	worker, err := pgx.Connect(ctx, b.proxyDSN(role, ""))
 	require.NoError(t, err)
@@ -122,8 +134,7 @@ func TestBatchingRespectsRowSecurity(t *testing.T) {
 	b, _, batcher := setupFull(t)
 	conn := fetchqConn(t, b, "rq")
 	ctx := ctxT(t, time.Minute)
-	_, err := conn.Exec(ctx, "SELECT * FROM fetchq.doc_push('rq', 'other_tenant')")
-	require.NoError(t, err)
+	pushSubjects(t, conn, "rq", "other_tenant")
 	role := "fq_rls_" + b.db.Name
 	createRole(t, b, conn, "fq_rls_", append(grantQueue(role, "rq"),
 		"ALTER TABLE fetchq_data.rq__docs ENABLE ROW LEVEL SECURITY",
@@ -142,9 +153,7 @@ func TestBatchingRespectsRowSecurity(t *testing.T) {
 	}
 	calls1, _ := batcher.Stats()
 	require.Equal(t, calls0, calls1, "a call on a table with row security went through the batcher")
-	var status int
-	require.NoError(t, conn.QueryRow(ctx, "SELECT status FROM fetchq_data.rq__docs WHERE subject = 'other_tenant'").Scan(&status))
-	require.Equal(t, 1, status)
+	require.Equal(t, 1, docStatus(t, conn, "rq", "other_tenant"))
 }
 
 // TestCallAfterOwnStatementsBeforeSync: a call sent after statements of
@@ -158,10 +167,7 @@ func TestCallAfterOwnStatementsBeforeSync(t *testing.T) {
 	b, _, batcher := setupFull(t)
 	conn := fetchqConn(t, b, "imp")
 	ctx := ctxT(t, time.Minute)
-	for _, s := range []string{"s1", "s2"} {
-		_, err := conn.Exec(ctx, "SELECT * FROM fetchq.doc_push('imp', '"+s+"')")
-		require.NoError(t, err)
-	}
+	pushSubjects(t, conn, "imp", "s1", "s2")
 	rows, err := conn.Query(ctx, "SELECT subject FROM fetchq.doc_pick('imp', 0, 2, '5m')")
 	require.NoError(t, err)
 	picked, err := pgx.CollectRows(rows, pgx.RowTo[string])
