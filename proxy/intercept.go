@@ -299,12 +299,13 @@ func (s *session) simpleQuery(text string) (bool, error) {
 		return false, nil
 	}
 	// Everything the client sent before this text must be answered first
-	// (it may have pipelined several Query messages): send what is still
-	// buffered, and wait.
+	// (it may have pipelined several Query messages, or extended ones
+	// without a Sync, which Postgres answers only on a Flush): send what
+	// is still buffered, and wait.
 	if err := s.up.w.Flush(); err != nil {
 		return true, err
 	}
-	if err := s.waitAnswered(); err != nil {
+	if err := s.awaitAnswers(); err != nil {
 		return true, err
 	}
 	if s.batchFailed.Load() {

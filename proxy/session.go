@@ -661,12 +661,15 @@ func (s *session) sendFatal(err error) {
 	if s.cw == nil {
 		return
 	}
+	// The deadline comes before the lock: a writer blocked on a client
+	// that stopped reading holds the lock, and must give up too (the
+	// server's shutdown waits for this call).
+	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
 	if s.fatalSent.Swap(true) {
 		return
 	}
-	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = writeEncoded(s.cw, errorResponse(err, true, s.log()))
 	_ = s.cw.Flush()
 }
