@@ -158,10 +158,12 @@ func TestBatchingRespectsRowSecurity(t *testing.T) {
 
 // TestCallAfterOwnStatementsBeforeSync: a call sent after statements of
 // the client's own, before their Sync (pgx's SendBatch: one implicit
-// transaction), runs on the client's connection after them: here it
-// completes the document the client's UPDATE just locked, at once, where
-// a batch on the service pool would wait for that lock until the client's
-// Sync, which the session does not read before the call's answer.
+// transaction), is refused with 0A000 and fails the segment, so the
+// client's statements roll back, as after any error in it: it is neither
+// batched (a batch would wait for the client's row locks until the
+// client's Sync, which the session does not read before the call's
+// answer) nor run on the client's connection (the proxy's statements
+// would commit the client's early).
 func TestCallAfterOwnStatementsBeforeSync(t *testing.T) {
 	t.Parallel()
 	b, _, batcher := setupFull(t)
@@ -178,24 +180,22 @@ func TestCallAfterOwnStatementsBeforeSync(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close(context.Background())
 	calls0, _ := batcher.Stats()
-	for _, s := range []string{"s1", "s2"} { // the second time, the rights are known
+	for _, s := range []string{"s1", "s2"} {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		batch := &pgx.Batch{}
 		batch.Queue(`UPDATE fetchq_data.imp__docs SET payload = '{"x":1}' WHERE subject = $1`, s)
 		batch.Queue("SELECT * FROM fetchq.doc_complete('imp', $1::varchar)", s)
-		br := c.SendBatch(sctx, batch)
-		_, err := br.Exec()
-		require.NoError(t, err)
-		var n int32
-		require.NoError(t, br.QueryRow().Scan(&n), s)
-		require.NoError(t, br.Close())
+		err := c.SendBatch(sctx, batch).Close()
 		cancel()
-		require.Equal(t, int32(1), n, s)
-		var status int
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr, s)
+		require.Equal(t, "0A000", pgErr.Code, s)
 		var payload string
-		require.NoError(t, conn.QueryRow(ctx, "SELECT status, payload::text FROM fetchq_data.imp__docs WHERE subject = $1", s).Scan(&status, &payload))
-		require.Equal(t, 3, status, s)
-		require.Equal(t, `{"x": 1}`, payload, s)
+		require.NoError(t, conn.QueryRow(ctx, "SELECT payload::text FROM fetchq_data.imp__docs WHERE subject = $1", s).Scan(&payload))
+		require.Equal(t, "{}", payload, "%s: the client's UPDATE must roll back with its segment", s)
+		require.Equal(t, 2, docStatus(t, conn, "imp", s), s)
+		var one int
+		require.NoError(t, c.QueryRow(ctx, "SELECT 1").Scan(&one), "the session goes on")
 	}
 	calls1, _ := batcher.Stats()
 	require.Equal(t, calls0, calls1, "a call inside an implicit transaction went through the batcher")

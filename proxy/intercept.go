@@ -602,6 +602,16 @@ func (s *session) execute(p *icPortal) error {
 		s.discardUntilSync = true
 		return nil
 	}
+	if s.partial.Load() {
+		// The client ran statements of its own before this call and
+		// before their Sync: one transaction with the call, which the
+		// proxy's statements (each ending with a Sync of their own)
+		// would commit early, and whose state (a BEGIN or a ROLLBACK
+		// among them) it cannot know. Refused, and the segment fails
+		// as an error in it fails it in Postgres: nothing of it is kept.
+		s.extendedError(errMixedSegment)
+		return nil
+	}
 	db := &upstreamDB{s: s}
 	if err := s.runCall(db, p.stmt.call, p.params, p.resultFormats, false); err != nil {
 		s.respondError(err)
@@ -612,12 +622,63 @@ func (s *session) execute(p *icPortal) error {
 }
 
 // extendedError answers an extended-protocol request with err and
-// discards the client's messages up to the next Sync. Inside a
-// transaction block the error fails the transaction, as in Postgres.
+// discards the client's messages up to the next Sync. As in Postgres, the
+// error fails the client's transaction: a transaction block, or the
+// implicit one of the statements it sent before in this segment.
 func (s *session) extendedError(err error) {
 	s.respondError(err)
-	s.abortIfInTx(&upstreamDB{s: s})
+	if s.partial.Load() {
+		if aerr := s.abortSegment(); aerr != nil {
+			s.log().Debug("could not fail the client's segment", "err", aerr)
+		}
+	} else {
+		s.abortIfInTx(&upstreamDB{s: s})
+	}
 	s.discardUntilSync = true
+}
+
+// errMixedSegment refuses a Fetchq call that follows statements of the
+// client's own before their Sync (see execute).
+var errMixedSegment = &Error{
+	Code:    "0A000",
+	Message: "fetchq-proxy cannot run a Fetchq call after statements of your own before their Sync",
+	Hint:    "Send a Sync before the call (end the pipeline or batch there), or run the statements and the call as separate queries, inside BEGIN ... COMMIT if they must commit together.",
+}
+
+// abortSegment makes the upstream fail the client's current
+// extended-protocol segment, as an error in it would: its implicit
+// transaction rolls back at the client's Sync (a transaction block
+// fails), and the upstream skips everything up to that Sync. It sends a
+// Parse of a text that is not SQL, named so that it never touches the
+// client's unnamed statement; its error stays with the proxy.
+func (s *session) abortSegment() error {
+	if s.batchFailed.Load() {
+		return nil // the upstream already skips to the Sync
+	}
+	if err := s.awaitPipelined(); err != nil {
+		return err
+	}
+	c := &capture{ch: make(chan capturedMsg, 8), done: s.ctx.Done()}
+	s.q.push(request{kind: reqParse, capture: c})
+	if err := writeEncoded(s.up.w, &pgproto3.Parse{Name: "fetchq_proxy_abort", Query: "fetchq-proxy: abort"}); err != nil {
+		return err
+	}
+	if err := writeHeader(s.up.w, 'H', 0); err != nil {
+		return err
+	}
+	if err := s.up.w.Flush(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case m := <-c.ch:
+			if m.typ == 'E' || m.typ == '1' || m.typ == 0 {
+				return nil // failed, or skipped: the segment had failed already
+			}
+		case <-s.ctx.Done():
+			return s.ctx.Err()
+		}
+	}
 }
 
 // runCall runs call and queues its answer: RowDescription (when

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/require"
 )
@@ -64,4 +66,72 @@ func TestQueryAfterUnsyncedMessages(t *testing.T) {
 		got = append(got, x.types)
 	}
 	require.Equal(t, got[0], got[1], "direct, then through the proxy")
+}
+
+// TestMixedSegmentNothingKept: a Fetchq call after statements of the
+// client's own before their Sync is refused (0A000), and the segment fails
+// as it would in Postgres after an error: the client's INSERT rolls back,
+// a transaction block begun in the segment fails (its ROLLBACK skipped),
+// and nothing of the call takes effect. So does the segment after an error
+// the proxy raises itself (a Bind with a wrong parameter count).
+func TestMixedSegmentNothingKept(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b, "mq")
+	ctx := ctxT(t, time.Minute)
+	_, err := conn.Exec(ctx, "CREATE TABLE mixed (x int)")
+	require.NoError(t, err)
+	count := func(sql string) int {
+		var n int
+		require.NoError(t, conn.QueryRow(ctx, sql).Scan(&n))
+		return n
+	}
+	requireCode := func(err error, code string, msg string) {
+		t.Helper()
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr, msg)
+		require.Equal(t, code, pgErr.Code, msg)
+	}
+
+	batch := &pgx.Batch{}
+	batch.Queue("INSERT INTO mixed VALUES (1)")
+	batch.Queue("SELECT * FROM fetchq.doc_push('mq', 'a1', 0, 0, NOW(), '{}')")
+	batch.Queue("SELECT 1")
+	requireCode(conn.SendBatch(ctx, batch).Close(), "0A000", "implicit transaction")
+	require.Zero(t, count("SELECT count(*) FROM mixed"), "implicit transaction: the INSERT was kept")
+	require.Zero(t, count("SELECT count(*) FROM fetchq_data.mq__docs"))
+
+	for _, call := range []string{
+		"SELECT * FROM fetchq.doc_push('mq', 'a2', 0, 0, NOW(), '{}')",
+		"SELECT * FROM fetchq.doc_upsert('mq', 'u1', 0, 0, NOW(), '{}')",
+	} {
+		batch := &pgx.Batch{}
+		batch.Queue("BEGIN")
+		batch.Queue("INSERT INTO mixed VALUES (2)")
+		batch.Queue(call)
+		batch.Queue("ROLLBACK")
+		requireCode(conn.SendBatch(ctx, batch).Close(), "0A000", call)
+		// As in Postgres, the failed block waits for its ROLLBACK.
+		_, err := conn.Exec(ctx, "SELECT 1")
+		requireCode(err, "25P02", call)
+		_, err = conn.Exec(ctx, "ROLLBACK")
+		require.NoError(t, err)
+		require.Zero(t, count("SELECT count(*) FROM mixed"), "%s: the INSERT was kept", call)
+		require.Zero(t, count("SELECT count(*) FROM fetchq_data.mq__docs"), call)
+	}
+
+	hc := rawConn(t, b.proxyDSN("", ""))
+	for _, m := range []pgproto3.FrontendMessage{
+		&pgproto3.Parse{Query: "INSERT INTO mixed VALUES (3)"}, &pgproto3.Bind{}, &pgproto3.Execute{},
+		&pgproto3.Parse{Name: "f", Query: "SELECT * FROM fetchq.doc_push($1, 'a3', 0, 0, NOW(), '{}')"},
+		&pgproto3.Bind{PreparedStatement: "f"}, // no parameter for $1
+		&pgproto3.Execute{}, &pgproto3.Sync{},
+	} {
+		hc.Frontend.Send(m)
+	}
+	require.NoError(t, hc.Frontend.Flush())
+	x := receive(t, hc.Conn, hc.Frontend, 1)
+	require.Len(t, x.errs, 1, x.types)
+	require.Equal(t, "08P01", x.errs[0].Code)
+	require.Zero(t, count("SELECT count(*) FROM mixed"), "an error the proxy raised kept the INSERT")
 }

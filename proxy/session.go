@@ -602,6 +602,9 @@ func (s *session) answered(skipToSync bool) {
 	}
 	q.popLocked()
 	for skipToSync && q.head < len(q.items) && q.items[q.head].kind != reqSync {
+		if c := q.items[q.head].capture; c != nil {
+			c.deliver(0, nil) // skipped: the upstream will not answer it
+		}
 		q.popLocked()
 	}
 	s.writeLocalsLocked()
