@@ -466,48 +466,74 @@ func (s *Store) MntJobRun(ctx context.Context, db DB, p MntJobRunParams) (MntJob
 }
 
 // runJobs claims and runs jobs in one transaction on db (see MntJobRun).
-// skipMnt leaves the mnt jobs to the Maintainer's queue step.
+// skipMnt is the Maintainer's form: it leaves the mnt jobs to its queue
+// step, and commits its claim before it runs the jobs, each in its own
+// transaction, so that a job that keeps failing (a right the service
+// role lacks, a DELETE longer than the pass) is retried only once its
+// claim expires, and abandoned after 5 attempts, instead of coming back
+// first at every pass, undone with the pass, and holding up every other
+// job.
 func (s *Store) runJobs(ctx context.Context, db DB, lock string, limit int32, skipMnt bool) (MntJobRunResult, error) {
 	var res MntJobRunResult
+	if skipMnt {
+		rows, _, err := queryRows(ctx, db, claimJobsSQL(skipMnt), args{lock, limit})
+		if err != nil {
+			return MntJobRunResult{}, err
+		}
+		if err := s.runClaimed(ctx, db, rows, &res, true); err != nil {
+			return res, err
+		}
+		res.Success = res.Failed == 0
+		return res, nil
+	}
 	err := db.Atomic(ctx, func(db DB) error {
 		res = MntJobRunResult{}
 		rows, _, err := queryRows(ctx, db, claimJobsSQL(skipMnt), args{lock, limit})
 		if err != nil {
 			return err
 		}
-		for _, r := range rows {
-			job := jobFromRow(r)
-			var effects Effects
-			err := db.Atomic(ctx, func(db DB) error {
-				settings, err := parseJobSettings(job.Settings)
-				if err != nil {
-					return err
-				}
-				if effects, err = s.runJob(ctx, db, job, settings); err != nil {
-					return err
-				}
-				_, err = exec(ctx, db, rescheduleJobSQL, args{job.ID, settings.delay})
-				return err
-			})
-			if err != nil {
-				if !caught(err) && !isOwnError(err) {
-					return err
-				}
-				s.logger.WarnContext(ctx, "fetchq: maintenance job failed; it is retried when its claim expires",
-					"job_id", job.ID, "task", job.Task, "queue", job.Queue, "attempts", job.Attempts, "error", err)
-				res.Failed++
-				continue
-			}
-			res.Processed++
-			res.Effects = append(res.Effects, effects...)
-		}
-		return nil
+		return s.runClaimed(ctx, db, rows, &res, false)
 	})
 	if err != nil {
 		return MntJobRunResult{}, err
 	}
 	res.Success = res.Failed == 0
 	return res, nil
+}
+
+// runClaimed runs claimed jobs (rows of claimJobsSQL), each in its own
+// transaction or savepoint, counting them in res. A job's failure is
+// logged and counted, and the others run, when Postgres caught it (or it
+// is the proxy's own), or, with anyError, whatever it was, unless ctx has
+// ended; otherwise it is returned.
+func (s *Store) runClaimed(ctx context.Context, db DB, rows [][][]byte, res *MntJobRunResult, anyError bool) error {
+	for _, r := range rows {
+		job := jobFromRow(r)
+		var effects Effects
+		err := db.Atomic(ctx, func(db DB) error {
+			settings, err := parseJobSettings(job.Settings)
+			if err != nil {
+				return err
+			}
+			if effects, err = s.runJob(ctx, db, job, settings); err != nil {
+				return err
+			}
+			_, err = exec(ctx, db, rescheduleJobSQL, args{job.ID, settings.delay})
+			return err
+		})
+		if err != nil {
+			if !(anyError && ctx.Err() == nil) && !caught(err) && !isOwnError(err) {
+				return err
+			}
+			s.logger.WarnContext(ctx, "fetchq: maintenance job failed; it is retried when its claim expires",
+				"job_id", job.ID, "task", job.Task, "queue", job.Queue, "attempts", job.Attempts, "error", err)
+			res.Failed++
+			continue
+		}
+		res.Processed++
+		res.Effects = append(res.Effects, effects...)
+	}
+	return nil
 }
 
 // runJob runs one claimed job's task on db.
