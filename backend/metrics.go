@@ -219,15 +219,32 @@ const flushSQL = `INSERT INTO fetchq.metrics AS m (queue, metric, value, updated
 SELECT x.q, x.m, x.v, now() FROM jsonb_to_recordset($1::jsonb) AS x(q text, m text, v bigint) ORDER BY x.q, x.m
 ON CONFLICT (queue, metric) DO UPDATE SET value = m.value + EXCLUDED.value, updated_at = now()`
 
-// flushDeltas runs flushSQL for batch and returns its number of writes.
-// When the unique index is missing (42P10: a database initialised by an
-// older version), it creates it and retries once.
+// flushLockTimeout bounds how long a flush waits for a counter row that
+// a transaction holds (a client's metric_reset, say). The flush holds
+// flushMu meanwhile, which that transaction's next counter read needs: a
+// wait Postgres cannot see. Past it, the flush fails and its deltas stay
+// pending for the next one.
+const flushLockTimeout = "1s"
+
+// flushDeltas runs flushSQL for batch, in a transaction with
+// flushLockTimeout, and returns its number of writes. When the unique
+// index is missing (42P10: a database initialised by an older version),
+// it creates it and retries once.
 func flushDeltas(ctx context.Context, db DB, batch map[metricKey]*delta) (int64, error) {
 	data := encodePending(batch)
-	_, err := exec(ctx, db, flushSQL, args{data})
+	flush := func() error {
+		return db.Atomic(ctx, func(db DB) error {
+			if _, err := exec(ctx, db, "SET LOCAL lock_timeout = '"+flushLockTimeout+"'", nil); err != nil {
+				return err
+			}
+			_, err := exec(ctx, db, flushSQL, args{data})
+			return err
+		})
+	}
+	err := flush()
 	if pgCode(err) == codeInvalidColumnRef {
 		if err = ensureMetricsKey(ctx, db); err == nil {
-			_, err = exec(ctx, db, flushSQL, args{data})
+			err = flush()
 		}
 	}
 	if err != nil {
