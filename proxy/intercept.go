@@ -85,6 +85,14 @@ type icPortal struct {
 	params        [][]byte // text values, nil for NULL
 	resultFormats []int16
 	seq           uint64 // session.boundarySeq when it was bound (see livePortal)
+	// Once executed, the call's rows (encoded DataRow messages) and how
+	// many of them went out: an Execute with a row limit gets them in
+	// parts (PortalSuspended between), and an Execute of a portal whose
+	// rows all went gets none, as from Postgres, without running the
+	// call again.
+	ran  bool
+	rows [][]byte
+	sent int
 }
 
 // containsFetchq reports whether b contains "fetchq" in any letter case.
@@ -191,7 +199,7 @@ func (s *session) interceptClient(typ byte, body []byte) (bool, error) {
 		}
 		m := msgBody{b: body}
 		name := m.str()
-		m.int32() // row limit: intercepted calls return all their rows
+		maxRows := m.int32() // 0: all
 		m.end()
 		if m.err != nil {
 			return false, nil
@@ -200,7 +208,7 @@ func (s *session) interceptClient(typ byte, body []byte) (bool, error) {
 		if p == nil || err != nil {
 			return err != nil, err
 		}
-		return true, s.execute(p)
+		return true, s.execute(p, maxRows)
 	}
 	return false, nil
 }
@@ -586,9 +594,16 @@ func (s *session) describePortal(p *icPortal) {
 	s.respond(encodeMsgs(rowDescription(p.stmt.call, p.resultFormats)))
 }
 
-// execute runs an intercepted portal.
-func (s *session) execute(p *icPortal) error {
-	if s.executeAsync(p) {
+// execute runs an intercepted portal and sends up to maxRows of its rows
+// (all when maxRows is 0 or less); an executed portal only sends what is
+// left.
+func (s *session) execute(p *icPortal, maxRows int32) error {
+	if p.ran {
+		s.respond(p.nextRows(maxRows))
+		return nil
+	}
+	if maxRows <= 0 && s.executeAsync(p) {
+		p.ran = true // all its rows go with the pipelined answer
 		return nil
 	}
 	// The call must see the outcome of everything the client sent before
@@ -613,12 +628,38 @@ func (s *session) execute(p *icPortal) error {
 		return nil
 	}
 	db := &upstreamDB{s: s}
-	if err := s.runCall(db, p.stmt.call, p.params, p.resultFormats, false); err != nil {
+	res, err := s.invokeCall(db, p.stmt.call, p.params, p.resultFormats)
+	if err == nil {
+		p.rows, err = encodeRows(p.stmt.call, res, p.resultFormats)
+	}
+	if err != nil {
 		s.respondError(err)
 		s.abortIfInTx(db)
 		s.discardUntilSync = true
+		return nil
 	}
+	p.ran = true
+	s.respond(p.nextRows(maxRows))
 	return nil
+}
+
+// nextRows encodes the next at most maxRows rows of an executed portal (all
+// that are left when maxRows is 0 or less), followed by PortalSuspended if
+// rows remain, else CommandComplete with the number sent now.
+func (p *icPortal) nextRows(maxRows int32) []byte {
+	n := len(p.rows) - p.sent
+	if maxRows > 0 && int(maxRows) < n {
+		n = int(maxRows)
+	}
+	var out []byte
+	for _, r := range p.rows[p.sent : p.sent+n] {
+		out = append(out, r...)
+	}
+	p.sent += n
+	if p.sent < len(p.rows) {
+		return appendEncoded(out, &pgproto3.PortalSuspended{})
+	}
+	return appendEncoded(out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.Itoa(n))})
 }
 
 // extendedError answers an extended-protocol request with err and
@@ -685,14 +726,29 @@ func (s *session) abortSegment() error {
 // withRowDesc), DataRows and CommandComplete. params are the text values
 // of a portal's parameters (nil for NULL), checked at Bind.
 func (s *session) runCall(db *upstreamDB, call *rewrite.Call, params [][]byte, resultFormats []int16, withRowDesc bool) error {
+	res, err := s.invokeCall(db, call, params, resultFormats)
+	if err != nil {
+		return err
+	}
+	out, err := encodeResult(call, res, resultFormats, withRowDesc)
+	if err != nil {
+		return err
+	}
+	s.respond(out)
+	return nil
+}
+
+// invokeCall runs call, batched or on the client's connection, hands its
+// counter effects on and returns its result.
+func (s *session) invokeCall(db *upstreamDB, call *rewrite.Call, params [][]byte, resultFormats []int16) (*backend.Result, error) {
 	if byte(s.txStatus.Load()) == 'E' {
 		// As in Postgres, nothing runs in a failed transaction block, not
 		// even a function that would answer without the database.
-		return errTxAborted
+		return nil, errTxAborted
 	}
 	args, err := callArgs(call, params, resultFormats)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var res *backend.Result
 	batched := s.batchable(db, call.Func.ID, args)
@@ -704,24 +760,19 @@ func (s *session) runCall(db *upstreamDB, call *rewrite.Call, params [][]byte, r
 	switch {
 	case err == nil:
 	case batched:
-		return s.serviceErrorForClient(err)
+		return nil, s.serviceErrorForClient(err)
 	case isFatal(err):
 		// The client's own backend ended the connection (a Postgres
 		// shutdown, pg_terminate_backend): so does the session, with
 		// that FATAL and nothing after it.
 		s.sendFatal(internalErrorForClient(err))
 		s.close()
-		return err
+		return nil, err
 	default:
-		return internalErrorForClient(err)
+		return nil, internalErrorForClient(err)
 	}
 	s.effects(res.Effects)
-	out, err := encodeResult(call, res, resultFormats, withRowDesc)
-	if err != nil {
-		return err
-	}
-	s.respond(out)
-	return nil
+	return res, nil
 }
 
 // callArgs returns the arguments of call, with a portal's parameters
@@ -772,17 +823,36 @@ func encodeResult(call *rewrite.Call, res *backend.Result, resultFormats []int16
 	if withRowDesc {
 		out = appendEncoded(out, rowDescription(call, resultFormats))
 	}
-	var dr pgproto3.DataRow
 	for _, row := range res.Rows {
-		vals, err := projectRow(call, row, resultFormats)
-		if err != nil {
+		var err error
+		if out, err = appendDataRow(out, call, row, resultFormats); err != nil {
 			return nil, err
 		}
-		dr.Values = vals
-		out = appendEncoded(out, &dr)
 	}
 	out = appendEncoded(out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.Itoa(len(res.Rows)))})
 	return out, nil
+}
+
+// encodeRows encodes the rows of a call's result, one DataRow message each.
+func encodeRows(call *rewrite.Call, res *backend.Result, resultFormats []int16) ([][]byte, error) {
+	out := make([][]byte, 0, len(res.Rows))
+	for _, row := range res.Rows {
+		r, err := appendDataRow(nil, call, row, resultFormats)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// appendDataRow appends a result row of call, as a DataRow message, to dst.
+func appendDataRow(dst []byte, call *rewrite.Call, row [][]byte, resultFormats []int16) ([]byte, error) {
+	vals, err := projectRow(call, row, resultFormats)
+	if err != nil {
+		return nil, err
+	}
+	return appendEncoded(dst, &pgproto3.DataRow{Values: vals}), nil
 }
 
 // batchable reports whether a call may run in a batch on the service pool:

@@ -135,3 +135,39 @@ func TestMixedSegmentNothingKept(t *testing.T) {
 	require.Equal(t, "08P01", x.errs[0].Code)
 	require.Zero(t, count("SELECT count(*) FROM mixed"), "an error the proxy raised kept the INSERT")
 }
+
+// TestPortalRowLimits: an intercepted portal executed with a row limit
+// sends its rows in parts, PortalSuspended between, and an Execute of a
+// portal whose rows all went sends none, as Postgres does for any query:
+// the call runs once (three documents picked, not one per Execute).
+func TestPortalRowLimits(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b, "rl")
+	pushSubjects(t, conn, "rl", "a", "b", "c", "d", "e", "f")
+	var got []string
+	for _, target := range []struct{ dsn, query string }{
+		{b.directDSN("", ""), "SELECT 'x' FROM generate_series(1, 3)"},
+		{b.proxyDSN("", ""), "SELECT subject FROM fetchq.doc_pick('rl', 0, 3, '5m')"},
+	} {
+		hc := rawConn(t, target.dsn)
+		for _, m := range []pgproto3.FrontendMessage{
+			&pgproto3.Query{String: "BEGIN"},
+			&pgproto3.Parse{Name: "f", Query: target.query},
+			&pgproto3.Bind{DestinationPortal: "c", PreparedStatement: "f"},
+			&pgproto3.Execute{Portal: "c", MaxRows: 1}, &pgproto3.Execute{Portal: "c", MaxRows: 1},
+			&pgproto3.Execute{Portal: "c"}, &pgproto3.Execute{Portal: "c"},
+			&pgproto3.Sync{}, &pgproto3.Query{String: "COMMIT"},
+		} {
+			hc.Frontend.Send(m)
+		}
+		require.NoError(t, hc.Frontend.Flush())
+		x := receive(t, hc.Conn, hc.Frontend, 3)
+		require.Empty(t, x.errs, errsText(x.errs))
+		got = append(got, x.types)
+	}
+	require.Equal(t, got[0], got[1], "direct, then through the proxy")
+	var active int
+	require.NoError(t, conn.QueryRow(ctxT(t, time.Minute), "SELECT count(*) FROM fetchq_data.rl__docs WHERE status = 2").Scan(&active))
+	require.Equal(t, 3, active, "the call ran more than once")
+}
