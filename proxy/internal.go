@@ -43,6 +43,10 @@ func (c *capture) deliver(typ byte, body []byte) {
 // because an earlier request of the client's batch failed.
 var errSkipped = errors.New("statement skipped after an earlier error in the batch")
 
+// internalStmt names the prepared statement and the portal of internal
+// statements on a client's connection.
+const internalStmt = "fetchq_proxy_internal"
+
 // upstreamDB runs internal statements on a session's upstream connection.
 // Only the session goroutine may use it.
 type upstreamDB struct {
@@ -67,10 +71,17 @@ func (d *upstreamDB) Query(ctx context.Context, sql string, args []any, scan fun
 	c := &capture{ch: make(chan capturedMsg, 8), done: s.ctx.Done()}
 	s.q.push(request{kind: reqSync, capture: c})
 	w := s.up.w
+	// A named statement and portal, so that the client's unnamed ones
+	// (which outlive a Sync, the statement always, the portal inside a
+	// transaction block) stay as the client left them. Each is closed
+	// first: a failed Execute leaves them behind (closing one that does
+	// not exist is no error).
 	for _, m := range []encoder{
-		&pgproto3.Parse{Query: sql},
-		&pgproto3.Bind{Parameters: params},
-		&pgproto3.Execute{},
+		&pgproto3.Close{ObjectType: 'S', Name: internalStmt},
+		&pgproto3.Close{ObjectType: 'P', Name: internalStmt},
+		&pgproto3.Parse{Name: internalStmt, Query: sql},
+		&pgproto3.Bind{DestinationPortal: internalStmt, PreparedStatement: internalStmt, Parameters: params},
+		&pgproto3.Execute{Portal: internalStmt},
 		&pgproto3.Sync{},
 	} {
 		if err := writeEncoded(w, m); err != nil {

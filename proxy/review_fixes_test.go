@@ -171,3 +171,37 @@ func TestPortalRowLimits(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctxT(t, time.Minute), "SELECT count(*) FROM fetchq_data.rl__docs WHERE status = 2").Scan(&active))
 	require.Equal(t, 3, active, "the call ran more than once")
 }
+
+// TestUnnamedStatementSurvivesCalls: the client's unnamed prepared
+// statement, which outlives a Sync, is still its own after a Fetchq call
+// the proxy ran on its connection.
+func TestUnnamedStatementSurvivesCalls(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	fetchqConn(t, b, "un")
+	hc := rawConn(t, b.proxyDSN("", ""))
+	for _, m := range []pgproto3.FrontendMessage{
+		&pgproto3.Parse{Query: "SELECT 42"}, &pgproto3.Sync{},
+		&pgproto3.Parse{Name: "f", Query: "SELECT * FROM fetchq.doc_push('un', 'a1', 0, 0, NOW(), '{}')"},
+		&pgproto3.Bind{PreparedStatement: "f"}, &pgproto3.Execute{}, &pgproto3.Sync{},
+		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{},
+	} {
+		hc.Frontend.Send(m)
+	}
+	require.NoError(t, hc.Frontend.Flush())
+	_ = hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var rows []string
+	for readies := 0; readies < 3; {
+		msg, err := hc.Frontend.Receive()
+		require.NoError(t, err)
+		switch m := msg.(type) {
+		case *pgproto3.DataRow:
+			rows = append(rows, string(m.Values[0]))
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("%s %s", m.Code, m.Message)
+		case *pgproto3.ReadyForQuery:
+			readies++
+		}
+	}
+	require.Equal(t, []string{"1", "42"}, rows)
+}
