@@ -187,8 +187,8 @@ func (s *Store) DocPushMany(ctx context.Context, db DB, p DocPushManyParams) (Pu
 	var a args
 	sql := "WITH ins AS (INSERT INTO " + q.docs() +
 		" (subject, priority, payload, status, version, next_iteration, lock_upgrade, created_at)" +
-		" SELECT x.s, x.p, x.d, CASE WHEN t.ts <= now() THEN 1 ELSE 0 END, " + a.add(p.Version) + "::int, t.ts, NULL, now()" +
-		" FROM ROWS FROM (jsonb_to_recordset(" + a.add(encoded) + "::jsonb) AS (s text, p int, d jsonb)) WITH ORDINALITY AS x(s, p, d, n)," +
+		" SELECT x.s, x.p, x.d::jsonb, CASE WHEN t.ts <= now() THEN 1 ELSE 0 END, " + a.add(p.Version) + "::int, t.ts, NULL, now()" +
+		" FROM ROWS FROM (jsonb_to_recordset(" + a.add(encoded) + "::jsonb) AS (s text, p int, d text)) WITH ORDINALITY AS x(s, p, d, n)," +
 		" (SELECT " + p.NextIteration.sql(&a) + " AS ts) t ORDER BY x.n ON CONFLICT DO NOTHING RETURNING status)" +
 		" SELECT count(*), min(status) FROM ins"
 	var row [][]byte

@@ -712,3 +712,26 @@ func TestCatchAllInsideTransaction(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, tb.count(t, "SELECT count(*) FROM fetchq_data.foo__docs WHERE subject = 'dup'"))
 }
+
+// TestPushManyNullPayload: push-many stores a JSON null payload as the
+// jsonb null, as the single push and 4.0.2 do, not as SQL NULL.
+func TestPushManyNullPayload(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.createQueue(t, "pn")
+	r, err := tb.store.DocPushMany(tb.ctx, tb.db, DocPushManyParams{Queue: "pn", NextIteration: Now(), Data: `('a', 0, 'null', {DATA}), ('b', 0, '{"k": null}', {DATA})`})
+	require.NoError(t, err)
+	require.Equal(t, int64(2), int64(r.QueuedDocs))
+	rows, err := tb.pool.Query(tb.ctx, "SELECT subject, payload IS NULL, payload::text FROM fetchq_data.pn__docs ORDER BY subject")
+	require.NoError(t, err)
+	var got []string
+	for rows.Next() {
+		var s, text string
+		var isNull bool
+		require.NoError(t, rows.Scan(&s, &isNull, &text))
+		require.False(t, isNull, s)
+		got = append(got, s+" "+text)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{"a null", `b {"k": null}`}, got)
+}

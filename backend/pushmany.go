@@ -88,15 +88,18 @@ func checkPushData(docs []PushDoc) error {
 
 // encodePushData encodes parsed tuples as a JSON array of {"s","p","d"}
 // objects for jsonb_to_recordset: one parameter however many documents.
+// The payload goes as the text of its JSON, which the statement casts:
+// as a jsonb member of the list, a JSON null would come out of
+// jsonb_to_recordset as SQL NULL instead of the jsonb null.
 func encodePushData(docs []PushDoc) (string, error) {
 	type row struct {
-		S string          `json:"s"`
-		P int32           `json:"p"`
-		D json.RawMessage `json:"d"`
+		S string `json:"s"`
+		P int32  `json:"p"`
+		D string `json:"d"`
 	}
 	rows := make([]row, len(docs))
 	for i, d := range docs {
-		rows[i] = row{S: d.Subject, P: d.Priority, D: json.RawMessage(d.Payload)}
+		rows[i] = row{S: d.Subject, P: d.Priority, D: d.Payload}
 	}
 	b, err := json.Marshal(rows)
 	return string(b), err
