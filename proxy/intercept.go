@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fetchq/fetchq-proxy/backend"
@@ -120,6 +121,7 @@ func (s *session) interceptClient(typ byte, body []byte) (bool, error) {
 	switch typ {
 	case 'Q':
 		if !containsFetchq(body) {
+			s.forgetOnQuery(body)
 			return false, nil
 		}
 		m := msgBody{b: body}
@@ -211,6 +213,27 @@ func (s *session) interceptClient(typ byte, body []byte) (bool, error) {
 		return true, s.execute(p, maxRows)
 	}
 	return false, nil
+}
+
+// forgetOnQuery drops the intercepted statements and portals that a
+// simple Query the proxy forwards drops in Postgres: the unnamed ones
+// (every Query replaces them), and all of them for DISCARD ALL (outside a
+// transaction block, where it runs) and DEALLOCATE [PREPARE] ALL, which
+// pgx's DeallocateAll and PgBouncer's reset query send. The text is
+// compared whole, in any case and spacing, comments aside.
+func (s *session) forgetOnQuery(body []byte) {
+	if len(s.stmts) == 0 && len(s.portals) == 0 {
+		return
+	}
+	delete(s.stmts, "")
+	delete(s.portals, "")
+	text := strings.ToLower(strings.Join(strings.Fields(strings.TrimRight(strings.TrimRight(string(body), "\x00"), "; \t\r\n")), " "))
+	switch {
+	case text == "deallocate all", text == "deallocate prepare all",
+		text == "discard all" && byte(s.txStatus.Load()) == 'I':
+		clear(s.stmts)
+		clear(s.portals)
+	}
 }
 
 // parseMsg is a decoded Parse message.

@@ -205,3 +205,37 @@ func TestUnnamedStatementSurvivesCalls(t *testing.T) {
 	}
 	require.Equal(t, []string{"1", "42"}, rows)
 }
+
+// TestDeallocateAllForgetsCalls: after DEALLOCATE ALL (pgx's
+// DeallocateAll) or DISCARD ALL (PgBouncer's reset query) the client may
+// prepare a Fetchq call again under the same name, as Postgres allows.
+func TestDeallocateAllForgetsCalls(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b, "dq")
+	ctx := ctxT(t, time.Minute)
+	pushSubjects(t, conn, "dq", "a", "b", "c")
+	c, err := pgx.Connect(ctx, b.proxyDSN("", "")) // caches prepared statements by name
+	require.NoError(t, err)
+	defer c.Close(context.Background())
+	for i := range 2 {
+		if i > 0 {
+			require.NoError(t, c.DeallocateAll(ctx)) // sends "deallocate all", empties pgx's cache
+		}
+		var subject string
+		require.NoError(t, c.QueryRow(ctx, "SELECT subject FROM fetchq.doc_pick('dq', 0, 1, '5m')").Scan(&subject), "round %d", i)
+	}
+
+	hc := rawConn(t, b.proxyDSN("", ""))
+	parse := &pgproto3.Parse{Name: "s1", Query: "SELECT * FROM fetchq.doc_pick('dq', 0, 1, '5m')"}
+	for _, m := range []pgproto3.FrontendMessage{
+		parse, &pgproto3.Sync{},
+		&pgproto3.Query{String: " discard  ALL ;"},
+		parse, &pgproto3.Sync{},
+	} {
+		hc.Frontend.Send(m)
+	}
+	require.NoError(t, hc.Frontend.Flush())
+	x := receive(t, hc.Conn, hc.Frontend, 3)
+	require.Empty(t, x.errs, errsText(x.errs))
+}
