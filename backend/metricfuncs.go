@@ -52,7 +52,8 @@ func isAutocommit(db DB) bool {
 // withCounters runs fn with a CTE prefix ("WITH ... c AS (...) ") whose
 // view c(queue, metric, value, updated_at) holds the fetchq.metrics rows
 // that f selects with this process's pending deltas added (counters that
-// only have a delta included, updated now()). In autocommit it first
+// only have a delta included, updated now()), and, inside a transaction,
+// those of the transaction itself (WithTxEffects). In autocommit it first
 // flushes the deltas to db (a failure is logged and the deltas are added
 // instead); inside a transaction it never writes, because a flush there is
 // lost if the transaction rolls back. No flush runs while fn does, so a
@@ -64,10 +65,13 @@ func (s *Store) withCounters(ctx context.Context, db DB, f counterFilter, fn fun
 	m := s.metrics
 	m.flushMu.Lock()
 	defer m.flushMu.Unlock()
+	var tx Effects
 	if isAutocommit(db) {
 		if _, err := m.flushLocked(ctx, db); err != nil {
 			s.logger.DebugContext(ctx, "fetchq: flushing metric deltas before a read failed; reading with the deltas added", "error", err)
 		}
+	} else {
+		tx = txEffects(ctx)
 	}
 	var a args
 	var where []string
@@ -81,7 +85,7 @@ func (s *Store) withCounters(ctx context.Context, db DB, f counterFilter, fn fun
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
-	cte := "WITH p AS (SELECT x.q, x.m, x.v FROM jsonb_to_recordset(" + a.add(encodePending(m.snapshot(f.match))) +
+	cte := "WITH p AS (SELECT x.q, x.m, x.v FROM jsonb_to_recordset(" + a.add(encodePending(m.snapshot(f.match, tx))) +
 		"::jsonb) AS x(q text, m text, v bigint))," +
 		" t AS (SELECT queue, metric, value, updated_at FROM fetchq.metrics" + cond + ")," +
 		" c AS (SELECT COALESCE(t.queue, p.q) AS queue, COALESCE(t.metric, p.m) AS metric," +

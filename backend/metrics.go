@@ -200,17 +200,59 @@ func encodePending(batch map[metricKey]*delta) string {
 	return string(b)
 }
 
-// snapshot returns a copy of the pending deltas that keep reports true.
-func (m *Metrics) snapshot(keep func(metricKey) bool) map[metricKey]*delta {
+// snapshot returns a copy of the pending deltas that keep reports true,
+// with tx applied on top: the effects of the reader's own transaction,
+// not committed yet (see [WithTxEffects]).
+func (m *Metrics) snapshot(keep func(metricKey) bool, tx Effects) map[metricKey]*delta {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	out := make(map[metricKey]*delta)
 	for k, d := range m.pending {
 		if keep(k) {
 			out[k] = &delta{value: d.value, writes: d.writes}
 		}
 	}
+	m.mu.Unlock()
+	for _, x := range tx {
+		switch x.Kind {
+		case EffectAdd:
+			k := metricKey{x.Queue, x.Metric}
+			if !keep(k) {
+				continue
+			}
+			d := out[k]
+			if d == nil {
+				d = &delta{}
+				out[k] = d
+			}
+			d.value += x.Delta
+			d.writes++
+		case EffectReset:
+			for k := range out {
+				if k.queue == x.Queue {
+					delete(out, k)
+				}
+			}
+		case EffectResetAll:
+			clear(out)
+		}
+	}
 	return out
+}
+
+type txEffectsKey struct{}
+
+// WithTxEffects returns a copy of ctx that carries e, the counter effects
+// of the caller's open transaction, held until it commits (see
+// [Metrics.Apply]): counter reads inside that transaction add them, as
+// 4.0.2's reads see the transaction's own metric writes.
+func WithTxEffects(ctx context.Context, e Effects) context.Context {
+	return context.WithValue(ctx, txEffectsKey{}, e)
+}
+
+// txEffects returns the effects WithTxEffects put in ctx.
+func txEffects(ctx context.Context) Effects {
+	e, _ := ctx.Value(txEffectsKey{}).(Effects)
+	return e
 }
 
 // flushSQL adds the deltas $1 to fetchq.metrics. The ORDER BY makes

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -778,7 +779,15 @@ func (s *session) invokeCall(db *upstreamDB, call *rewrite.Call, params [][]byte
 	if batched {
 		res, err = s.srv.cfg.Batcher.Invoke(s.ctx, call.Func.ID, args)
 	} else {
-		res, err = s.srv.cfg.Queue.Invoke(s.ctx, db, call.Func.ID, args)
+		ctx := s.ctx
+		if s.effectsPending.Load() {
+			// Counter reads in the transaction see its own effects,
+			// held until it commits.
+			s.emu.Lock()
+			ctx = backend.WithTxEffects(ctx, slices.Clone(s.pendingEffects))
+			s.emu.Unlock()
+		}
+		res, err = s.srv.cfg.Queue.Invoke(ctx, db, call.Func.ID, args)
 	}
 	switch {
 	case err == nil:

@@ -239,3 +239,28 @@ func TestDeallocateAllForgetsCalls(t *testing.T) {
 	x := receive(t, hc.Conn, hc.Frontend, 3)
 	require.Empty(t, x.errs, errsText(x.errs))
 }
+
+// TestCountersReadInTheirTransaction: inside a transaction, counter reads
+// see the transaction's own effects (held by the proxy until it commits),
+// as 4.0.2's reads see the transaction's own metric writes.
+func TestCountersReadInTheirTransaction(t *testing.T) {
+	t.Parallel()
+	b, _, _ := setupFull(t)
+	conn := fetchqConn(t, b, "ct")
+	ctx := ctxT(t, time.Minute)
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(context.Background())
+	_, err = tx.Exec(ctx, "SELECT * FROM fetchq.doc_push('ct', 'a', 0, 0, NOW() + INTERVAL '1 hour', '{}')")
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "SELECT * FROM fetchq.metric_log_pack()")
+	require.NoError(t, err)
+	for metric, want := range map[string]int32{"pln": 1, "cnt": 1} {
+		var value int32
+		var exists bool
+		require.NoError(t, tx.QueryRow(ctx, "SELECT current_value, does_exists FROM fetchq.metric_get('ct', $1::text)", metric).Scan(&value, &exists))
+		require.True(t, exists, metric)
+		require.Equal(t, want, value, metric)
+	}
+	require.NoError(t, tx.Commit(ctx))
+}
