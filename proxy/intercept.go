@@ -399,6 +399,9 @@ func (s *session) simpleQuery(text string) (bool, error) {
 
 func noRows([][]byte) error { return nil }
 
+// errCopyMixed refuses a COPY in a query text that also calls Fetchq.
+var errCopyMixed = &Error{Code: "0A000", Message: "COPY is not supported in a query text that also calls fetchq functions; send it on its own"}
+
 // hasTxControl reports whether a plan holds a transaction-control
 // statement, in which case the proxy must not wrap the text in a
 // transaction of its own.
@@ -423,7 +426,7 @@ func (s *session) relayStatement(sql string) (bool, error) {
 	if err := s.up.w.Flush(); err != nil {
 		return false, err
 	}
-	ok := true
+	ok, copyOut := true, false
 	for {
 		var m capturedMsg
 		select {
@@ -439,13 +442,29 @@ func (s *session) relayStatement(sql string) (bool, error) {
 			return ok, nil
 		case 'E':
 			ok = false
-		case 'G', 'H', 'W':
+		case 'G', 'W':
 			// COPY inside a text that also calls Fetchq functions: the
 			// client's data would have to pass through the proxy's own
 			// exchange. Postgres gets CopyFail and reports the error.
-			_ = writeEncoded(s.up.w, &pgproto3.CopyFail{Message: "COPY is not supported in a query text that also calls fetchq functions; send it on its own"})
+			_ = writeEncoded(s.up.w, &pgproto3.CopyFail{Message: errCopyMixed.Message})
 			_ = s.up.w.Flush()
 			continue
+		case 'H':
+			// COPY TO STDOUT: Postgres sends its data regardless (CopyFail
+			// is for COPY FROM); the client gets none of it, and an
+			// error in place of the COPY's completion.
+			copyOut = true
+			continue
+		case 'd', 'c':
+			if copyOut {
+				continue
+			}
+		case 'C':
+			if copyOut {
+				copyOut, ok = false, false
+				m.body = appendEncoded(nil, errorResponse(errCopyMixed, false, s.log()))[5:]
+				m.typ = 'E'
+			}
 		}
 		s.cmu.Lock()
 		_ = writeMsg(s.cw, m.typ, m.body)

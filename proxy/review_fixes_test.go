@@ -264,3 +264,22 @@ func TestCountersReadInTheirTransaction(t *testing.T) {
 	}
 	require.NoError(t, tx.Commit(ctx))
 }
+
+// TestCopyOutInATextCallingFetchq: COPY ... TO STDOUT in a query text that
+// also calls Fetchq is refused with 0A000 in place of its output, and the
+// client gets well-formed messages: no copy data without its
+// CopyOutResponse.
+func TestCopyOutInATextCallingFetchq(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	conn := fetchqConn(t, b, "cq")
+	_, err := conn.Exec(ctxT(t, time.Minute), "CREATE TABLE copied AS SELECT generate_series(1, 3) AS x")
+	require.NoError(t, err)
+	hc := rawConn(t, b.proxyDSN("", ""))
+	hc.Frontend.Send(&pgproto3.Query{String: "SELECT version FROM fetchq.info(); COPY copied TO STDOUT"})
+	require.NoError(t, hc.Frontend.Flush())
+	x := receive(t, hc.Conn, hc.Frontend, 1)
+	require.Equal(t, "TDCEZ", x.types)
+	require.Len(t, x.errs, 1)
+	require.Equal(t, "0A000", x.errs[0].Code)
+}
