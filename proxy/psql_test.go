@@ -39,7 +39,9 @@ func TestPsqlDescribe(t *testing.T) {
 	b := setup(t)
 	mustPsql(t, b.directDSN("", ""), "-c", `CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, doc jsonb, at timestamptz DEFAULT now());
 		CREATE INDEX items_name ON items (name); CREATE VIEW v AS SELECT id FROM items`)
-	for _, cmd := range []string{`\d`, `\d items`, `\dt+`, `\l`, `\df`} {
+	// \l names only this test's database: the other tests create and drop
+	// theirs meanwhile.
+	for _, cmd := range []string{`\d`, `\d items`, `\dt+`, `\l ` + b.db.Name, `\df`} {
 		direct := mustPsql(t, b.directDSN("", ""), "-c", cmd)
 		proxied := mustPsql(t, b.proxyDSN("", ""), "-c", cmd)
 		require.Equal(t, direct, proxied, cmd)

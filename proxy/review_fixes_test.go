@@ -283,3 +283,33 @@ func TestCopyOutInATextCallingFetchq(t *testing.T) {
 	require.Len(t, x.errs, 1)
 	require.Equal(t, "0A000", x.errs[0].Code)
 }
+
+// TestRefusedTextFailsTheTransaction: a query text calling Fetchq that
+// Postgres refuses before running anything (invalid UTF-8: the proxy
+// forwards it for Postgres' own answer) fails the client's transaction
+// block, as any error does in Postgres.
+func TestRefusedTextFailsTheTransaction(t *testing.T) {
+	t.Parallel()
+	b := setupFetchq(t)
+	fetchqConn(t, b, "rt")
+	hc := rawConn(t, b.proxyDSN("", ""))
+	hc.Frontend.Send(&pgproto3.Query{String: "BEGIN"})
+	hc.Frontend.Send(&pgproto3.Query{String: "SELECT * FROM fetchq.doc_push('rt', '\xff', 0, 0, NOW(), '{}')"})
+	require.NoError(t, hc.Frontend.Flush())
+	receive(t, hc.Conn, hc.Frontend, 1)
+	_ = hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var status byte
+	var codes []string
+	for status == 0 {
+		msg, err := hc.Frontend.Receive()
+		require.NoError(t, err)
+		switch m := msg.(type) {
+		case *pgproto3.ErrorResponse:
+			codes = append(codes, m.Code)
+		case *pgproto3.ReadyForQuery:
+			status = m.TxStatus
+		}
+	}
+	require.Equal(t, []string{"22021"}, codes)
+	require.Equal(t, byte('E'), status, "the transaction block must have failed")
+}
