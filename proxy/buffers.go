@@ -218,3 +218,27 @@ func (m *msgReader) waitWake() error {
 	}
 	return nil
 }
+
+// detach gives the reader's buffer back and returns a copy of the bytes it
+// held: the relay loop reads the connection from now on (relay.go).
+func (m *msgReader) detach() []byte {
+	if m.r == nil {
+		return nil
+	}
+	var held []byte
+	if n := m.r.Buffered(); n > 0 {
+		p, _ := m.r.Peek(n)
+		held = append([]byte(nil), p...)
+	}
+	m.putBuffer()
+	return held
+}
+
+// resume makes the reader read prefix first, then its connection: the
+// relay loop hands a connection back with the bytes it read but did not
+// use. releaseWhenIdle must have been called.
+func (m *msgReader) resume(prefix []byte) {
+	m.src = wakeReader{prefix: prefix, conn: m.conn}
+	m.r = bufReaderPool.Get().(*bufio.Reader)
+	m.r.Reset(&m.src)
+}

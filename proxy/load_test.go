@@ -20,10 +20,14 @@ import (
 
 // TestThousandIdleClients: 1,000 clients connect, stay idle together, and
 // are all served when they speak again. While idle, their sessions hold
-// no read buffer.
+// no read buffer: in the relay loop, or on their own goroutines.
 func TestThousandIdleClients(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	t.Run("relay loop", func(t *testing.T) { thousandIdleClients(t, setup(t), true) })
+	t.Run("goroutines", func(t *testing.T) { thousandIdleClients(t, setup(t, noRelayLoop), false) })
+}
+
+func thousandIdleClients(t *testing.T, b *testBundle, relayed bool) {
 	const n = 1000
 	conns := make([]*pgconn.PgConn, n)
 	var wg sync.WaitGroup
@@ -57,11 +61,22 @@ func TestThousandIdleClients(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	// All idle at once: past the idle-release delay (1s), every session's
-	// two readers wait without a buffer (other tests' idle sessions count
-	// too, so at least).
-	require.Eventually(t, func() bool { return proxy.IdleReaders() >= 2*n }, 20*time.Second, 50*time.Millisecond,
-		"idle readers: %d", proxy.IdleReaders())
+	// All idle at once: every session is in the relay loop, which holds
+	// no reader, or past the idle-release delay (1s) its two readers wait
+	// without a buffer (other tests' idle sessions count too, so at
+	// least).
+	idle := func() int64 {
+		inLoop, _ := b.srv.RelayStats()
+		return proxy.IdleReaders() + 2*inLoop
+	}
+	require.Eventually(t, func() bool { return idle() >= 2*n }, 20*time.Second, 50*time.Millisecond,
+		"idle readers, and two per session in the relay loop: %d", idle())
+	inLoop, _ := b.srv.RelayStats()
+	if relayed {
+		require.Equal(t, int64(n), inLoop, "sessions in the relay loop")
+	} else {
+		require.Zero(t, inLoop)
+	}
 
 	var served atomic.Int64
 	for i, c := range conns {

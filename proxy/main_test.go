@@ -57,6 +57,9 @@ type testBundle struct {
 // setupOpt adjusts the proxy's Config; db is the test's database.
 type setupOpt func(c *proxy.Config, db *pgtest.DB)
 
+// noRelayLoop serves every session on its own goroutines.
+func noRelayLoop(c *proxy.Config, _ *pgtest.DB) { c.NoRelayLoop = true }
+
 // setup starts a proxy on 127.0.0.1:0 in front of a fresh database. The
 // proxy is closed when the test ends.
 func setup(t *testing.T, opts ...setupOpt) *testBundle {

@@ -68,6 +68,13 @@ type Config struct {
 	// MaxClients caps the number of concurrent client sessions; clients
 	// past it get FATAL 53300 too_many_connections. Zero means no cap.
 	MaxClients int
+
+	// NoRelayLoop serves every session on its own goroutines. By default
+	// (on Linux) sessions whose two connections are plain sockets start
+	// in the relay loop, which passes their messages through on one
+	// goroutine for all of them, until a message needs more
+	// (relay_linux.go).
+	NoRelayLoop bool
 }
 
 // Server accepts Postgres clients and relays them to the upstream.
@@ -91,6 +98,9 @@ type Server struct {
 	wg      sync.WaitGroup
 
 	otherDBLogged atomic.Bool // a session of another database than Config.Database was logged
+
+	loopOnce sync.Once
+	loop     *relayLoop // nil when the relay loop is off or could not start
 }
 
 // NewServer returns a Server for cfg.
@@ -206,7 +216,37 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.loopOnce.Do(func() {}) // none starts from now on
+	if s.loop != nil {
+		s.loop.close()
+	}
 	return nil
+}
+
+// relayLoop returns the Server's relay loop, started on first use; nil
+// when it is off or cannot run here.
+func (s *Server) relayLoop() *relayLoop {
+	s.loopOnce.Do(func() {
+		if s.cfg.NoRelayLoop {
+			return
+		}
+		l, err := newRelayLoop(s.logger)
+		if err != nil {
+			s.logger.Warn("relay loop unavailable; every session runs on its own goroutines", "err", err)
+			return
+		}
+		s.loop = l
+	})
+	return s.loop
+}
+
+// RelayStats returns how many sessions the relay loop serves now and how
+// many it has handed back to their own goroutines.
+func (s *Server) RelayStats() (sessions, handedBack int64) {
+	if s.loop == nil {
+		return 0, 0
+	}
+	return s.loop.stats()
 }
 
 func (s *Server) closeListeners() {

@@ -101,6 +101,8 @@ type session struct {
 
 	intercepting bool // Fetchq calls are intercepted (Config.Rewriter and Queue set, Config.Database the session's)
 
+	relay atomic.Pointer[relaySession] // set while the relay loop serves the session (relay_linux.go)
+
 	closeOnce sync.Once
 }
 
@@ -132,9 +134,40 @@ func (s *session) serve() {
 		return
 	}
 	s.log().Debug("session started")
+	if l := s.srv.relayLoop(); l != nil && l.enter(s) {
+		return
+	}
+	s.runLoops()
+}
+
+// runLoops runs the session's two loops on this goroutine and a new one.
+func (s *session) runLoops() {
 	s.readerDone = make(chan error, 1)
 	go s.upstreamLoop()
 	s.clientLoop()
+}
+
+// resume runs the session on its goroutines again after the relay loop
+// handed it back: its readers start with the bytes the loop read but did
+// not use (cin, uin), its writers with those the sockets did not take yet
+// (cout, uout). A session handed back in the middle of a message passed
+// through (broken) can only end.
+func (s *session) resume(cin, uin, cout, uout []byte, broken bool) {
+	if broken {
+		s.close()
+	}
+	s.cr.resume(cin)
+	s.up.r.resume(uin)
+	if len(uout) > 0 {
+		_, _ = s.up.w.Write(uout)
+	}
+	if len(cout) > 0 {
+		s.cmu.Lock()
+		_, _ = s.cw.Write(cout)
+		s.localUnflushed = true
+		s.cmu.Unlock()
+	}
+	s.runLoops()
 }
 
 // clientLoop reads the client until the session ends or the client goes
@@ -569,22 +602,34 @@ func (s *session) relayUpstream(typ byte, n int, bufp *[]byte) (stop bool, err e
 		return true, err
 	}
 
-	if pending {
-		switch {
-		case head.kind.ends(typ):
-			if typ == 'Z' && head.capture == nil && head.seq != 0 && body[0] == 'I' {
-				// A client's Sync or Query ended its transaction,
-				// and with it the portals bound before it.
-				s.txEndSeq.Store(head.seq)
-			}
-			s.answered(false)
-		case typ == 'E' && head.kind.extended():
-			// The upstream now skips everything up to the next Sync,
-			// and so must the proxy's own answers queued before it.
-			s.answered(true)
-		}
+	var z byte
+	if typ == 'Z' {
+		z = body[0]
 	}
+	s.noteAnswer(head, pending, typ, z)
 	return false, nil
+}
+
+// noteAnswer pops the response queue's head entry (head, when pending)
+// when upstream message typ ends its answer; z is a ReadyForQuery's
+// status.
+func (s *session) noteAnswer(head request, pending bool, typ, z byte) {
+	if !pending {
+		return
+	}
+	switch {
+	case head.kind.ends(typ):
+		if typ == 'Z' && head.capture == nil && head.seq != 0 && z == 'I' {
+			// A client's Sync or Query ended its transaction, and with
+			// it the portals bound before it.
+			s.txEndSeq.Store(head.seq)
+		}
+		s.answered(false)
+	case typ == 'E' && head.kind.extended():
+		// The upstream now skips everything up to the next Sync, and so
+		// must the proxy's own answers queued before it.
+		s.answered(true)
+	}
 }
 
 // answered pops the head of the response queue (and, after an error in
@@ -695,6 +740,16 @@ func (s *session) idle() bool {
 // terminate ends an idle session the way Postgres does on a fast
 // shutdown: a FATAL 57P01, then the connection closes.
 func (s *session) terminate() {
+	if ls := s.relay.Load(); ls != nil {
+		// In the relay loop: handed back first, if still idle there.
+		ls.loop.post(func() {
+			if ls.loop.owns(ls) && s.idle() {
+				ls.loop.handBack(ls)
+				s.terminate()
+			}
+		})
+		return
+	}
 	if s.closing.Swap(true) {
 		return
 	}
@@ -708,9 +763,17 @@ func (s *session) close() {
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
 		s.cancel()
+		s.upMu.Lock() // the relay loop swaps the connections under it
 		s.conn.Close()
+		ls := s.relay.Load()
+		s.upMu.Unlock()
 		s.closeUpstream()
 		s.srv.cancels.unregister(s)
+		if ls != nil {
+			// In the relay loop: handed back, its goroutines find the
+			// connections closed and end it.
+			ls.loop.post(func() { ls.loop.handBack(ls) })
+		}
 	})
 }
 
