@@ -355,6 +355,9 @@ func (b *bench) runPassthrough(ctx context.Context, s *sample) error {
 	case tDirect:
 		port = b.pgPort
 	case tBouncer:
+		if err := b.freshPgBouncer(ctx); err != nil {
+			return err
+		}
 		port, proc = b.bouncerPort, b.bouncer
 	case tProxy:
 		var proxy *process

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +45,7 @@ type options struct {
 	maintInterval   time.Duration
 	batchInFlight   int
 	procs           int
+	relayLoop       bool
 }
 
 // flagSpec ties a flag to its environment variable.
@@ -88,6 +90,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	num(&o.maxClients, "max-clients", "FETCHQ_MAX_CLIENTS", 0, "maximum concurrent client connections, 0 for no limit")
 	num(&o.planCache, "plan-cache", "FETCHQ_PLAN_CACHE", 4096, "statement texts whose parsed plans are cached")
 	num(&o.batchInFlight, "batch-in-flight", "FETCHQ_BATCH_IN_FLIGHT", 1, "group commit: how many batches of one queue and operation may run at once on the service pool; more overlap round trips, fewer make larger batches")
+	flagBool := func(p *bool, name, env string, def bool, usage string) {
+		b := def
+		if v := os.Getenv(env); v != "" {
+			if pb, err := strconv.ParseBool(v); err == nil {
+				b = pb
+			}
+		}
+		fs.BoolVar(p, name, b, fmt.Sprintf("%s (env %s)", usage, env))
+	}
+	flagBool(&o.relayLoop, "relay-loop", "FETCHQ_RELAY_LOOP", true, "pass the messages of sessions that only forward statements through one epoll loop (Linux) instead of two goroutines per session; a session leaves it at its first Fetchq call")
 	num(&o.procs, "procs", "FETCHQ_PROCS", 0, "CPUs the proxy's Go code runs on at once (GOMAXPROCS); 0: the GOMAXPROCS environment variable if set, else half the CPUs available, at least one, leaving the rest to a Postgres on the same machine")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -249,6 +261,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Batcher:        batcher,
 		StartupTimeout: o.startupTimeout,
 		MaxClients:     o.maxClients,
+		NoRelayLoop:    !o.relayLoop,
 	}
 	if o.tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
@@ -258,13 +271,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 
+	srv := proxy.NewServer(cfg)
 	if o.debugAddr != "" {
 		dln, err := net.Listen("tcp", o.debugAddr)
 		if err != nil {
 			return fmt.Errorf("--debug-addr: %w", err)
 		}
 		defer dln.Close()
-		go func() { _ = http.Serve(dln, debugMux(batcher)) }()
+		go func() { _ = http.Serve(dln, debugMux(batcher, srv)) }()
 		logger.Info("serving debug endpoints", "addr", dln.Addr().String())
 	}
 
@@ -272,7 +286,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := proxy.NewServer(cfg)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -317,11 +330,13 @@ func quoteDSN(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// debugMux serves --debug-addr: Go's pprof profiles under /debug/pprof/ and
+// debugMux serves --debug-addr: Go's pprof profiles under /debug/pprof/,
 // the group commit counters at /debug/group_commit ({"calls": N,
 // "batches": M}: calls run in batches, and the statements that ran them;
-// calls/batches is the mean batch size).
-func debugMux(b *backend.Batcher) *http.ServeMux {
+// calls/batches is the mean batch size) and the relay loop's at
+// /debug/relay ({"sessions": N, "handed_back": M}: sessions it serves now,
+// and those it handed back to their own goroutines).
+func debugMux(b *backend.Batcher, srv *proxy.Server) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -332,6 +347,11 @@ func debugMux(b *backend.Batcher) *http.ServeMux {
 		calls, batches := b.Stats()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]int64{"calls": calls, "batches": batches})
+	})
+	mux.HandleFunc("/debug/relay", func(w http.ResponseWriter, _ *http.Request) {
+		sessions, back := srv.RelayStats()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]int64{"sessions": sessions, "handed_back": back})
 	})
 	return mux
 }

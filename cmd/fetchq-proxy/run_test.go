@@ -91,8 +91,9 @@ func TestRunWithUpstream(t *testing.T) {
 	require.NoError(t, stop())
 }
 
-// TestDebugAddr: --debug-addr serves pprof and the group commit counters,
-// which count the batched calls clients make.
+// TestDebugAddr: --debug-addr serves pprof, the group commit counters,
+// which count the batched calls clients make, and the relay loop's, which
+// count the sessions it serves and those it handed back.
 func TestDebugAddr(t *testing.T) {
 	db := pgtest.NewDB(t)
 	free, err := net.Listen("tcp", "127.0.0.1:0")
@@ -113,6 +114,27 @@ func TestDebugAddr(t *testing.T) {
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
 		return v.Calls, v.Batches
 	}
+	relay := func() (sessions, handedBack int64) {
+		resp, err := http.Get("http://" + debug + "/debug/relay")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		var v struct {
+			Sessions   int64
+			HandedBack int64 `json:"handed_back"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
+		return v.Sessions, v.HandedBack
+	}
+	plain, err := pgconn.Connect(context.Background(), dsn)
+	require.NoError(t, err)
+	_, err = plain.Exec(context.Background(), "SELECT 1").ReadAll()
+	require.NoError(t, err)
+	sessions, back := relay()
+	require.Equal(t, int64(1), sessions, "a session passing statements through is in the relay loop")
+	require.Zero(t, back)
+	require.NoError(t, plain.Close(context.Background()))
+
 	calls0, batches0 := counters()
 	query(t, dsn, "SELECT * FROM fetchq.init()")
 	query(t, dsn, "SELECT * FROM fetchq.queue_create('dbg')")
@@ -123,6 +145,8 @@ func TestDebugAddr(t *testing.T) {
 	calls, batches := counters()
 	require.Equal(t, int64(6), calls-calls0, "batched calls")
 	require.Equal(t, int64(6), batches-batches0, "one client's calls run one per batch")
+	_, back = relay()
+	require.Equal(t, int64(9), back, "each of the 8 sessions calling Fetchq left the relay loop, and the plain one to end (its Terminate)")
 
 	resp, err := http.Get("http://" + debug + "/debug/pprof/cmdline")
 	require.NoError(t, err)
@@ -162,6 +186,7 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	t.Setenv("FETCHQ_LOG_LEVEL", "warn")
 	t.Setenv("FETCHQ_SHUTDOWN_TIMEOUT", "3s")
 	t.Setenv("FETCHQ_MAX_CLIENTS", "12")
+	t.Setenv("FETCHQ_RELAY_LOOP", "false")
 	o, err := parseFlags(nil, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:7777", o.listen)
@@ -170,11 +195,13 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	require.Equal(t, "warn", o.logLevel)
 	require.Equal(t, 3*time.Second, o.shutdownTimeout)
 	require.Equal(t, 12, o.maxClients)
+	require.False(t, o.relayLoop)
 
-	o, err = parseFlags([]string{"--listen", ":1", "--max-clients", "3"}, io.Discard)
+	o, err = parseFlags([]string{"--listen", ":1", "--max-clients", "3", "--relay-loop"}, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, ":1", o.listen)
 	require.Equal(t, 3, o.maxClients)
+	require.True(t, o.relayLoop)
 }
 
 // TestBadUpstreamNeverEchoesPassword: a malformed --upstream is reported
