@@ -574,7 +574,7 @@ func (b *Batcher) execPicks(key pickKey, batch []*pickReq) {
 		p.Duration = &key.duration
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-	rows, _, err := b.cfg.Store.pickRows(ctx, b.db, p)
+	rows, _, err := b.cfg.Store.pickBatchRows(ctx, b.db, p, b.cfg.MaxPick)
 	cancel()
 	off := 0
 	for _, r := range batch {

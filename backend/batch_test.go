@@ -2,12 +2,14 @@ package backend
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -264,4 +266,44 @@ func TestBatchedCompletePayloads(t *testing.T) {
 		require.NoError(t, tb.pool.QueryRow(tb.ctx, "SELECT $1::jsonb::text", p).Scan(&want))
 		require.Equal(t, want, got)
 	}
+}
+
+// TestBatchedPickPlannedOnce: the batch pick statement keeps a generic
+// plan on its pool connection (Postgres plans it five times, then never
+// again), and a batch locks exactly the documents it takes, in pick order,
+// whatever the candidates' bound.
+func TestBatchedPickPlannedOnce(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.createQueue(t, "once")
+	// Priorities 0..39: pick order is subject p39, p38, ...
+	tb.pushPending(t, "once", 40, func(i int) string { return fmt.Sprintf("('p%02d', %d, '{}', {DATA})", i, i) })
+	cfg := tb.pool.Config()
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(tb.ctx, cfg)
+	require.NoError(t, err)
+	defer pool.Close()
+	b := NewBatcher(BatcherConfig{Pool: pool, Store: tb.store, MaxPick: 500})
+	want := 39
+	for batch := range 12 {
+		res, err := b.Invoke(tb.ctx, "doc_pick(varchar,integer,integer,varchar)",
+			[]Value{{Text: "once"}, {Text: "0"}, {Text: "3"}, {Text: "5m"}})
+		require.NoError(t, err)
+		require.Len(t, res.Rows, 3, "batch %d", batch)
+		for _, row := range res.Rows {
+			if want >= 0 {
+				require.Equal(t, fmt.Sprintf("p%02d", want), string(row[0]))
+			}
+			want--
+		}
+		require.Equal(t, 3*(batch+1), tb.count(t, "SELECT count(*) FROM fetchq_data.once__docs WHERE status = 2"), "locked after batch %d", batch)
+	}
+	c, err := pool.Acquire(tb.ctx)
+	require.NoError(t, err)
+	defer c.Release()
+	var generic, custom int
+	require.NoError(t, c.QueryRow(tb.ctx, "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%LIMIT (SELECT $1::int)%'",
+		pgx.QueryExecModeSimpleProtocol).Scan(&generic, &custom))
+	require.Equal(t, 5, custom, "custom plans")
+	require.Equal(t, 7, generic, "executions of the generic plan")
 }

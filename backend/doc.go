@@ -29,8 +29,10 @@
 //     table and index names are built only from validated queue names and
 //     quoted with pgx.Identifier. DDL statements, which cannot take
 //     parameters, additionally contain int32 values rendered by strconv
-//     (index predicates on version and max_attempts). Values containing
-//     quotes are stored as they are.
+//     (index predicates on version and max_attempts), and so does the
+//     Batcher's pick statement, whose predicate must name the version as
+//     its pick index does to be planned once (see pickBatchSQL). Values
+//     containing quotes are stored as they are.
 //   - Queue names are folded to lower case (ASCII) and must then match
 //     ^[a-z_][a-z0-9_]{0,39}$. `Bar` and `bar` are the same queue everywhere:
 //     tables, registry row, jobs, metrics and notification channels.
