@@ -25,9 +25,10 @@ var passthrough = &Plan{}
 // by any number of sessions; it keeps an LRU cache of plans keyed by text,
 // since parsing goes through cgo.
 type Rewriter struct {
-	cache  *lru[cacheKey, cacheEntry] // nil: no caching
-	shapes *lru[string, *shapeEntry]  // nil: no caching (see shape.go)
-	stats  shapeStats
+	cache     *lru[cacheKey, cacheEntry] // nil: no caching
+	shapes    *lru[string, *shapeEntry]  // nil: no caching (see shape.go)
+	templates templates                  // of recent shapes (template.go)
+	stats     shapeStats
 }
 
 // New returns a Rewriter that caches the plans (and errors) of up to
@@ -115,10 +116,16 @@ func (r *Rewriter) rewrite(ctx context.Context, key cacheKey, paramTypes []uint3
 		return nil, err
 	}
 	if r.shapes != nil && paramTypes == nil && len(key.sql) <= maxCachedLen && checkEncoding(key.sql) == nil {
+		if e, lits, ok := r.templates.match(key.sql); ok {
+			r.stats.hits.Add(1)
+			r.stats.templateHits.Add(1)
+			return e.instantiate(key.sql, lits), nil
+		}
 		if skey, lits, ok := scanShape(key.sql); ok {
 			e, found := r.shapes.get(skey)
 			if found && e.template != nil {
 				r.stats.hits.Add(1)
+				r.templates.add(key.sql, lits, e)
 				return e.instantiate(key.sql, lits), nil
 			}
 			if !found {
@@ -126,6 +133,7 @@ func (r *Rewriter) rewrite(ctx context.Context, key cacheKey, paramTypes []uint3
 				e := buildShape(key.sql, lits, plan, err)
 				if e.template != nil {
 					r.stats.admitted.Add(1)
+					r.templates.add(key.sql, lits, e)
 				} else {
 					r.stats.refused.Add(1)
 				}

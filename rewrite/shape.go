@@ -57,6 +57,9 @@ type shapeEntry struct {
 	// start and ends suffix bytes before the end of the text (both lie
 	// outside every literal, so they do not move with the values).
 	start, suffix int
+	// templated is set while a literal template of the shape is kept
+	// (template.go).
+	templated atomic.Bool
 }
 
 // literal is one masked literal of a text.
@@ -69,6 +72,7 @@ type literal struct {
 // shapeStats counts shape-cache outcomes, for tests and benchmarks.
 type shapeStats struct {
 	hits, refused, admitted atomic.Int64
+	templateHits            atomic.Int64 // hits found by a literal template, without a scan
 }
 
 // scanShape scans sql and returns its shape key and masked literals. ok is
