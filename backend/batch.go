@@ -26,8 +26,10 @@ import (
 // timer: a lone call runs at once, and so does a call arriving while fewer
 // than MaxInFlight batches of its key run; otherwise it waits for the next
 // batch, which starts as soon as a running one ends. Completes and kills
-// (below), pushes, reschedules and rejects (batch_resolve.go) are batched
-// the same way, per queue and operation.
+// (below) are batched the same way and share the picks' key: the picks,
+// completes and kills of a queue run in rounds of one transaction
+// (batch_lane.go). Pushes, reschedules and rejects (batch_resolve.go) are
+// batched per queue and operation.
 //
 // The Batcher runs with the service pool's rights. The caller must first
 // check that the client's own role may do what the calls do
@@ -61,12 +63,11 @@ type Batcher struct {
 	db       DB
 	database string // the service pool's (see Database)
 
-	mu       sync.Mutex
-	picks    map[pickKey]*group[*pickReq]
-	resolves map[resolveKey]*group[*resolveReq]
-	pushes   map[string]*group[*pushReq]
-	resched  map[string]*group[*reschedReq]
-	rejects  map[string]*group[*rejectReq]
+	mu      sync.Mutex
+	lanes   map[string]*group[laneReq]
+	pushes  map[string]*group[*pushReq]
+	resched map[string]*group[*reschedReq]
+	rejects map[string]*group[*rejectReq]
 
 	calls, batches atomic.Int64
 }
@@ -83,11 +84,10 @@ func NewBatcher(cfg BatcherConfig) *Batcher {
 	conn := cfg.Pool.Config().ConnConfig
 	return &Batcher{
 		cfg: cfg, db: newStaleRetryDB(cfg.Pool), database: cmp.Or(conn.Database, conn.User),
-		picks:    make(map[pickKey]*group[*pickReq]),
-		resolves: make(map[resolveKey]*group[*resolveReq]),
-		pushes:   make(map[string]*group[*pushReq]),
-		resched:  make(map[string]*group[*reschedReq]),
-		rejects:  make(map[string]*group[*rejectReq]),
+		lanes:   make(map[string]*group[laneReq]),
+		pushes:  make(map[string]*group[*pushReq]),
+		resched: make(map[string]*group[*reschedReq]),
+		rejects: make(map[string]*group[*rejectReq]),
 	}
 }
 
@@ -303,8 +303,7 @@ type Call struct {
 // batchKey identifies the sequence of batches a call joins: one of its
 // fields is set.
 type batchKey struct {
-	pick       pickKey
-	resolve    resolveKey
+	lane       string
 	push       string
 	reschedule string
 	reject     string
@@ -418,7 +417,7 @@ func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 	// When the caller's ctx ends first, the batch may still pick
 	// documents for this call; like a client that disconnects after its
 	// pick ran, they come back when their lock expires.
-	c := newCall(b, b.picks, key, req, req.done, func(g *group[*pickReq]) { b.runPicks(key, g) },
+	c := newCall(b, b.lanes, key.queue, laneReq{pick: req, pkey: key}, req.done, func(g *group[laneReq]) { b.runLane(key.queue, g) },
 		func(ctx context.Context, out pickOut) (*Result, error) {
 			if out.err != nil {
 				return nil, out.err
@@ -429,7 +428,7 @@ func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 			}
 			return res, nil
 		})
-	c.key = batchKey{pick: key}
+	c.key = batchKey{lane: key.queue}
 	return c, nil
 }
 
@@ -467,26 +466,51 @@ type batchOutcome struct {
 	err      error
 }
 
-// execBatch runs the statement sql of a batch, whose last parameter is the
-// JSON list of items (after params) and whose rows are (subject, status)
-// of the documents it wrote, and deals each call its outcome: affected,
-// with the status, when it is the first call of its subject (first) and
-// the statement wrote that subject. When the statement fails inside
-// Postgres, nothing was written, and every call runs alone, in order,
-// before the next batch starts: the failure may be one call's doing. When
-// it fails otherwise (see [rerunAlone]), every call gets its error.
+// execBatch runs the statement sql of a batch (batchStatement) and deals
+// each call its outcome (dealBatch).
 func execBatch[R, I any](b *Batcher, batch []R, items []I, first map[string]int, sql string, params []any,
 	call func(R) (subject string, done chan batchOutcome, id string, args []Value)) {
-	list, err := json.Marshal(items)
-	status := make(map[string]int32, len(items))
+	stmt, status, err := batchStatement(items, sql, params)
 	if err == nil {
-		err = b.query(sql, append(params, string(list)), func(row [][]byte) error {
-			if row[1] != nil {
-				status[string(row[0])] = textInt32(row[1])
-			}
-			return nil
-		})
+		err = b.query(stmt.sql, stmt.args, stmt.scan)
 	}
+	dealBatch(b, batch, first, status, err, call)
+}
+
+// statusRows is what a batch statement of pushes, completes, kills,
+// reschedules or rejects wrote: the status of each document, by subject.
+type statusRows map[string]int32
+
+// scan reads one row (subject, status) of the statement.
+func (st statusRows) scan(row [][]byte) error {
+	if row[1] != nil {
+		st[string(row[0])] = textInt32(row[1])
+	}
+	return nil
+}
+
+// batchStatement returns the statement sql of a batch, whose last
+// parameter is the JSON list of items (after params) and whose rows are
+// (subject, status) of the documents it wrote, and what it wrote once it
+// has run.
+func batchStatement[I any](items []I, sql string, params []any) (batchStmt, statusRows, error) {
+	list, err := json.Marshal(items)
+	if err != nil {
+		return batchStmt{}, nil, err
+	}
+	status := make(statusRows, len(items))
+	return batchStmt{sql: sql, args: append(params, string(list)), scan: status.scan}, status, nil
+}
+
+// dealBatch deals each call of a batch its outcome of the statement that
+// ran it, which wrote status or failed with err: affected, with the
+// status, when it is the first call of its subject (first) and the
+// statement wrote that subject. When the statement failed inside
+// Postgres, nothing was written, and every call runs alone, in order,
+// before the next batch starts: the failure may be one call's doing. When
+// it failed otherwise (see [rerunAlone]), every call gets its error.
+func dealBatch[R any](b *Batcher, batch []R, first map[string]int, status statusRows, err error,
+	call func(R) (subject string, done chan batchOutcome, id string, args []Value)) {
 	alone := err != nil && rerunAlone(err)
 	for i, r := range batch {
 		subject, done, id, args := call(r)
@@ -557,14 +581,16 @@ func runLead(async bool, run func()) {
 	run()
 }
 
-// runPicks runs the group's batches of picks.
-func (b *Batcher) runPicks(key pickKey, g *group[*pickReq]) {
-	runGroup(b, b.picks, key, g, func(r *pickReq) int { return int(r.limit) },
-		func(batch []*pickReq) { b.execPicks(key, batch) })
-}
-
 // execPicks runs one batch of picks and deals its rows.
 func (b *Batcher) execPicks(key pickKey, batch []*pickReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+	rows, _, err := b.cfg.Store.pickBatchRows(ctx, b.db, pickParams(key, batch), b.cfg.MaxPick)
+	cancel()
+	dealPicks(batch, rows, err)
+}
+
+// pickParams are the doc_pick arguments of a batch of picks.
+func pickParams(key pickKey, batch []*pickReq) DocPickParams {
 	var total int32
 	for _, r := range batch {
 		total += r.limit
@@ -573,9 +599,11 @@ func (b *Batcher) execPicks(key pickKey, batch []*pickReq) {
 	if !key.durNull {
 		p.Duration = &key.duration
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-	rows, _, err := b.cfg.Store.pickBatchRows(ctx, b.db, p, b.cfg.MaxPick)
-	cancel()
+	return p
+}
+
+// dealPicks deals the rows a batch of picks got, in pick order, or err.
+func dealPicks(batch []*pickReq, rows [][][]byte, err error) {
 	off := 0
 	for _, r := range batch {
 		n := min(int(r.limit), len(rows)-off)
@@ -678,7 +706,7 @@ func (b *Batcher) prepareResolve(id string, o *overload, conv []arg, args []Valu
 	}
 	kill := o.name == "doc_kill"
 	key := resolveKey{queue: q.name, kill: kill}
-	c := newCall(b, b.resolves, key, req, req.done, func(g *group[*resolveReq]) { b.runResolves(key, g) },
+	c := newCall(b, b.lanes, key.queue, laneReq{res: req, rkey: key}, req.done, func(g *group[laneReq]) { b.runLane(key.queue, g) },
 		func(ctx context.Context, out batchOutcome) (*Result, error) {
 			switch {
 			case out.ranAlone:
@@ -700,17 +728,19 @@ func (b *Batcher) prepareResolve(id string, o *overload, conv []arg, args []Valu
 			}
 			return res, nil
 		})
-	c.key = batchKey{resolve: key}
+	c.key = batchKey{lane: key.queue}
 	return c, nil
-}
-
-// runResolves runs the group's batches of completes or kills.
-func (b *Batcher) runResolves(key resolveKey, g *group[*resolveReq]) {
-	runGroup(b, b.resolves, key, g, one[*resolveReq], func(batch []*resolveReq) { b.execResolves(key, batch) })
 }
 
 // execResolves runs one batch of completes or kills and deals the outcome.
 func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
+	first, items, sql := resolveBatch(key, batch)
+	execBatch(b, batch, items, first, sql, nil, resolveCall)
+}
+
+// resolveBatch returns the first call of each subject, the list items and
+// the statement of a batch of completes or kills.
+func resolveBatch(key resolveKey, batch []*resolveReq) (map[string]int, []resolveItem, string) {
 	first, items := firstOfSubjects(batch, func(r *resolveReq) string { return r.subject }, func(r *resolveReq) resolveItem {
 		it := resolveItem{Subject: r.subject}
 		if r.payload != nil {
@@ -726,9 +756,12 @@ func (b *Batcher) execResolves(key resolveKey, batch []*resolveReq) {
 	sql := "UPDATE " + q.docs() + " d SET " + set + ", payload = CASE WHEN v.h THEN v.p::jsonb ELSE d.payload END" +
 		" FROM jsonb_to_recordset($1::jsonb) AS v(s text, p text, h boolean)" +
 		" WHERE d.subject = v.s AND d.status = 2 RETURNING d.subject, d.status"
-	execBatch(b, batch, items, first, sql, nil, func(r *resolveReq) (string, chan batchOutcome, string, []Value) {
-		return r.subject, r.done, r.id, r.args
-	})
+	return first, items, sql
+}
+
+// resolveCall says how dealBatch answers a complete or kill.
+func resolveCall(r *resolveReq) (string, chan batchOutcome, string, []Value) {
+	return r.subject, r.done, r.id, r.args
 }
 
 // firstCalls returns the index in batch of the first call of each

@@ -218,3 +218,73 @@ func encodeParams(args []any) ([][]byte, error) {
 	}
 	return out, nil
 }
+
+// batchStmt is one statement of a [multiQuerier] round.
+type batchStmt struct {
+	sql  string
+	args []any
+	scan func(row [][]byte) error
+}
+
+// multiQuerier runs several statements as one transaction.
+type multiQuerier interface {
+	// queryAll runs stmts, in order, in one round trip and one implicit
+	// transaction (one Sync): they all take effect or none does. The
+	// error is the first statement's that failed.
+	queryAll(ctx context.Context, stmts []batchStmt) error
+}
+
+// queryAll implements multiQuerier, each statement prepared once per
+// connection as Query does.
+func (p *poolDB) queryAll(ctx context.Context, stmts []batchStmt) error {
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	batch := &pgconn.Batch{}
+	for _, st := range stmts {
+		params, err := encodeParams(st.args)
+		if err != nil {
+			return err
+		}
+		sd, err := conn.Conn().Prepare(ctx, st.sql, st.sql)
+		if err != nil {
+			return err
+		}
+		batch.ExecPrepared(sd.Name, params, nil, nil)
+	}
+	mrr := conn.Conn().PgConn().ExecBatch(ctx, batch)
+	var first error
+	for i := 0; mrr.NextResult(); i++ {
+		if _, err := readRows(mrr.ResultReader(), stmts[i].scan); err != nil && first == nil {
+			first = err
+		}
+	}
+	if err := mrr.Close(); err != nil && first == nil {
+		first = err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(first, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan") {
+		// A table changed shape: prepared again next time (the caller
+		// runs the statements on their own meanwhile).
+		for _, st := range stmts {
+			_ = conn.Conn().Deallocate(ctx, st.sql)
+		}
+	}
+	return first
+}
+
+// queryAll implements multiQuerier, retrying as Query does.
+func (d staleRetryDB) queryAll(ctx context.Context, stmts []batchStmt) error {
+	mq, ok := d.db.(multiQuerier)
+	if !ok {
+		return errors.New("backend: the service pool cannot run statements together")
+	}
+	for i := 1; ; i++ {
+		err := mq.queryAll(ctx, stmts)
+		if !d.retry(ctx, i, err) {
+			return err
+		}
+	}
+}

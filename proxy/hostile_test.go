@@ -228,9 +228,23 @@ func requireUsable(t *testing.T, ctx context.Context, pg *pgconn.PgConn, msgAndA
 // abuses others. When the test ends it requires that every canary query
 // succeeded and that they kept running, and that a new client can still
 // connect and call a Fetchq function.
+//
+// Its connections are retried a few times: a test may give the proxy a
+// startup timeout a busy machine's Postgres can exceed.
 func canary(t *testing.T, b *testBundle) {
 	t.Helper()
-	conn := connect(t, b.proxyDSN("", ""))
+	var conn *pgconn.PgConn
+	for i := 0; conn == nil; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		c, err := pgconn.Connect(ctx, b.proxyDSN("", ""))
+		cancel()
+		if err != nil && i < 5 {
+			continue
+		}
+		require.NoError(t, err)
+		conn = c
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
 	stop := make(chan struct{})
 	done := make(chan error, 1)
 	var n atomic.Int64
@@ -263,6 +277,9 @@ func canary(t *testing.T, b *testBundle) {
 		require.Positive(t, n.Load(), "the canary session ran no query")
 		ctx := ctxT(t, 30*time.Second)
 		c, err := pgconn.Connect(ctx, b.proxyDSN("", ""))
+		for i := 0; err != nil && i < 5; i++ {
+			c, err = pgconn.Connect(ctx, b.proxyDSN("", ""))
+		}
 		require.NoError(t, err, "a new client cannot connect any more")
 		defer c.Close(context.Background())
 		_, err = c.Exec(ctx, "SELECT * FROM fetchq.info()").ReadAll()

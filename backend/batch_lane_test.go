@@ -1,0 +1,121 @@
+package backend
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// laneFixture is a queue with three active documents (z, good, bad) and
+// two pending ones (p1, p2), and a Batcher whose next round is held up:
+// z's complete waits for a row lock, so the calls started meanwhile make
+// the round after it.
+type laneFixture struct {
+	tb   *testBundle
+	b    *Batcher
+	cz   *Call
+	free func()
+}
+
+func newLaneFixture(t *testing.T, q string, setupSQL ...string) *laneFixture {
+	tb := setup(t)
+	tb.createQueue(t, q)
+	ctx := tb.ctx
+	for _, s := range []string{"z", "good", "bad"} {
+		_, err := tb.store.Invoke(ctx, tb.db, "doc_push(varchar,varchar)", []Value{{Text: q}, {Text: s}})
+		require.NoError(t, err)
+	}
+	require.Len(t, tb.pick(t, q, 3), 3)
+	for _, s := range []string{"p1", "p2"} {
+		_, err := tb.store.Invoke(ctx, tb.db, "doc_push(varchar,varchar)", []Value{{Text: q}, {Text: s}})
+		require.NoError(t, err)
+	}
+	for _, sql := range setupSQL {
+		_, err := tb.pool.Exec(ctx, sql)
+		require.NoError(t, err)
+	}
+	b := NewBatcher(BatcherConfig{Pool: tb.pool, Store: tb.store})
+	lock, err := tb.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = lock.Exec(ctx, "SELECT 1 FROM fetchq_data."+q+"__docs WHERE subject = 'z' FOR UPDATE")
+	require.NoError(t, err)
+	cz, ok := b.Prepare("doc_complete(varchar,varchar)", []Value{{Text: q}, {Text: "z"}})
+	require.True(t, ok)
+	cz.Start()
+	time.Sleep(200 * time.Millisecond)
+	return &laneFixture{tb: tb, b: b, cz: cz, free: func() { require.NoError(t, lock.Rollback(ctx)) }}
+}
+
+func (f *laneFixture) start(t *testing.T, id string, args ...Value) *Call {
+	c, ok := f.b.Prepare(id, args)
+	require.True(t, ok)
+	c.Start()
+	return c
+}
+
+func (f *laneFixture) statuses(t *testing.T, q string) map[string]int {
+	status := map[string]int{}
+	rows, err := f.tb.pool.Query(f.tb.ctx, "SELECT subject, status FROM fetchq_data."+q+"__docs")
+	require.NoError(t, err)
+	for rows.Next() {
+		var s string
+		var st int
+		require.NoError(t, rows.Scan(&s, &st))
+		status[s] = st
+	}
+	require.NoError(t, rows.Err())
+	return status
+}
+
+// TestLaneRound: the picks and completes of a queue started while a round
+// runs make one round: one transaction for both statements.
+func TestLaneRound(t *testing.T) {
+	t.Parallel()
+	f := newLaneFixture(t, "ln")
+	pick := f.start(t, "doc_pick(varchar,integer,integer,varchar)", Value{Text: "ln"}, Value{Text: "0"}, Value{Text: "2"}, Value{Text: "5m"})
+	good := f.start(t, "doc_complete(varchar,varchar)", Value{Text: "ln"}, Value{Text: "good"})
+	f.free()
+
+	for name, c := range map[string]*Call{"z": f.cz, "good": good} {
+		res, err := c.Wait(f.tb.ctx)
+		require.NoError(t, err, name)
+		require.Equal(t, [][][]byte{{[]byte("1")}}, res.Rows, name)
+	}
+	res, err := pick.Wait(f.tb.ctx)
+	require.NoError(t, err)
+	require.Len(t, res.Rows, 2)
+	require.ElementsMatch(t, []string{"p1", "p2"}, []string{string(res.Rows[0][0]), string(res.Rows[1][0])})
+	calls, batches := f.b.Stats()
+	require.Equal(t, [2]int64{3, 2}, [2]int64{calls, batches}, "z's round, then one round of the pick and the complete")
+	require.Equal(t, map[string]int{"z": 3, "good": 3, "bad": 2, "p1": 2, "p2": 2}, f.statuses(t, "ln"))
+}
+
+// TestLaneRoundFailsApart: a round Postgres refuses (a constraint fails a
+// complete) wrote nothing; its statements then run on their own, and each
+// call gets what it gets alone: the picks their documents, the other
+// completes theirs, the refused complete its own answer.
+func TestLaneRoundFailsApart(t *testing.T) {
+	t.Parallel()
+	f := newLaneFixture(t, "lf", `ALTER TABLE fetchq_data.lf__docs ADD CONSTRAINT no_bad CHECK (payload IS NULL OR NOT payload ? 'bad')`)
+	pick := f.start(t, "doc_pick(varchar,integer,integer,varchar)", Value{Text: "lf"}, Value{Text: "0"}, Value{Text: "2"}, Value{Text: "5m"})
+	badArgs := []Value{{Text: "lf"}, {Text: "bad"}, {Text: `{"bad": 1}`}}
+	bad := f.start(t, "doc_complete(varchar,varchar,jsonb)", badArgs...)
+	good := f.start(t, "doc_complete(varchar,varchar)", Value{Text: "lf"}, Value{Text: "good"})
+	f.free()
+
+	for name, c := range map[string]*Call{"z": f.cz, "good": good} {
+		res, err := c.Wait(f.tb.ctx)
+		require.NoError(t, err, name)
+		require.Equal(t, [][][]byte{{[]byte("1")}}, res.Rows, name)
+	}
+	res, err := pick.Wait(f.tb.ctx)
+	require.NoError(t, err)
+	require.Len(t, res.Rows, 2)
+	got, err := bad.Wait(f.tb.ctx)
+	require.NoError(t, err)
+	alone, err := f.tb.store.Invoke(f.tb.ctx, f.tb.db, "doc_complete(varchar,varchar,jsonb)", badArgs)
+	require.NoError(t, err)
+	require.Equal(t, alone.Rows, got.Rows, "the refused call gets what it gets alone")
+	require.Equal(t, map[string]int{"z": 3, "good": 3, "bad": 2, "p1": 2, "p2": 2}, f.statuses(t, "lf"))
+}
