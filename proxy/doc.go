@@ -39,6 +39,18 @@
 //     text: the transaction status of each ReadyForQuery, ParameterStatus
 //     values, and the number of requests in flight.
 //
+// # The relay loop
+//
+// On Linux a session whose two connections are plain sockets starts in the
+// relay loop instead (relay_linux.go): one goroutine and one epoll set for
+// all such sessions, which reads what a socket holds, forwards the whole
+// messages among it and keeps the same bookkeeping as the goroutines, with
+// no read that finds nothing and no goroutine to wake per message. The
+// first client message it does not forward itself (a Fetchq call, a
+// Terminate, anything malformed or too long to inspect), the end of a
+// connection, a close or a shutdown's terminate hands the session back to
+// its two goroutines, with the bytes read but not used, for good.
+//
 // # Simple and extended query
 //
 // Both pass through unchanged, including multi-statement Query messages,
