@@ -59,17 +59,7 @@ func TestBatchedCompletesRunAloneWhenTheBatchFails(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, alone.Rows, bad.Rows, "the refused call gets what it gets alone")
 
-	status := map[string]int{}
-	rows, err := tb.pool.Query(ctx, "SELECT subject, status FROM fetchq_data.rc__docs")
-	require.NoError(t, err)
-	for rows.Next() {
-		var s string
-		var st int
-		require.NoError(t, rows.Scan(&s, &st))
-		status[s] = st
-	}
-	require.NoError(t, rows.Err())
-	require.Equal(t, map[string]int{"z": 3, "good": 3, "bad": 2}, status)
+	require.Equal(t, map[string]int{"z": 3, "good": 3, "bad": 2}, tb.statuses(t, "rc"))
 }
 
 // TestBatchTimeoutAnswersAtOnce: a batch that runs out of time (a table

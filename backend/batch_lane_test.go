@@ -54,18 +54,18 @@ func (f *laneFixture) start(t *testing.T, id string, args ...Value) *Call {
 	return c
 }
 
-func (f *laneFixture) statuses(t *testing.T, q string) map[string]int {
-	status := map[string]int{}
-	rows, err := f.tb.pool.Query(f.tb.ctx, "SELECT subject, status FROM fetchq_data."+q+"__docs")
-	require.NoError(t, err)
-	for rows.Next() {
-		var s string
-		var st int
-		require.NoError(t, rows.Scan(&s, &st))
-		status[s] = st
+// requireDone waits for the round that was held back and the calls' of
+// it: z's complete and good's each answer 1, the pick its two documents.
+func (f *laneFixture) requireDone(t *testing.T, pick, good *Call) {
+	for name, c := range map[string]*Call{"z": f.cz, "good": good} {
+		res, err := c.Wait(f.tb.ctx)
+		require.NoError(t, err, name)
+		require.Equal(t, [][][]byte{{[]byte("1")}}, res.Rows, name)
 	}
-	require.NoError(t, rows.Err())
-	return status
+	res, err := pick.Wait(f.tb.ctx)
+	require.NoError(t, err)
+	require.Len(t, res.Rows, 2)
+	require.ElementsMatch(t, []string{"p1", "p2"}, []string{string(res.Rows[0][0]), string(res.Rows[1][0])})
 }
 
 // TestLaneRound: the picks and completes of a queue started while a round
@@ -77,18 +77,10 @@ func TestLaneRound(t *testing.T) {
 	good := f.start(t, "doc_complete(varchar,varchar)", Value{Text: "ln"}, Value{Text: "good"})
 	f.free()
 
-	for name, c := range map[string]*Call{"z": f.cz, "good": good} {
-		res, err := c.Wait(f.tb.ctx)
-		require.NoError(t, err, name)
-		require.Equal(t, [][][]byte{{[]byte("1")}}, res.Rows, name)
-	}
-	res, err := pick.Wait(f.tb.ctx)
-	require.NoError(t, err)
-	require.Len(t, res.Rows, 2)
-	require.ElementsMatch(t, []string{"p1", "p2"}, []string{string(res.Rows[0][0]), string(res.Rows[1][0])})
+	f.requireDone(t, pick, good)
 	calls, batches := f.b.Stats()
 	require.Equal(t, [2]int64{3, 2}, [2]int64{calls, batches}, "z's round, then one round of the pick and the complete")
-	require.Equal(t, map[string]int{"z": 3, "good": 3, "bad": 2, "p1": 2, "p2": 2}, f.statuses(t, "ln"))
+	require.Equal(t, map[string]int{"z": 3, "good": 3, "bad": 2, "p1": 2, "p2": 2}, f.tb.statuses(t, "ln"))
 }
 
 // TestLaneRoundFailsApart: a round Postgres refuses (a constraint fails a
@@ -104,18 +96,11 @@ func TestLaneRoundFailsApart(t *testing.T) {
 	good := f.start(t, "doc_complete(varchar,varchar)", Value{Text: "lf"}, Value{Text: "good"})
 	f.free()
 
-	for name, c := range map[string]*Call{"z": f.cz, "good": good} {
-		res, err := c.Wait(f.tb.ctx)
-		require.NoError(t, err, name)
-		require.Equal(t, [][][]byte{{[]byte("1")}}, res.Rows, name)
-	}
-	res, err := pick.Wait(f.tb.ctx)
-	require.NoError(t, err)
-	require.Len(t, res.Rows, 2)
+	f.requireDone(t, pick, good)
 	got, err := bad.Wait(f.tb.ctx)
 	require.NoError(t, err)
 	alone, err := f.tb.store.Invoke(f.tb.ctx, f.tb.db, "doc_complete(varchar,varchar,jsonb)", badArgs)
 	require.NoError(t, err)
 	require.Equal(t, alone.Rows, got.Rows, "the refused call gets what it gets alone")
-	require.Equal(t, map[string]int{"z": 3, "good": 3, "bad": 2, "p1": 2, "p2": 2}, f.statuses(t, "lf"))
+	require.Equal(t, map[string]int{"z": 3, "good": 3, "bad": 2, "p1": 2, "p2": 2}, f.tb.statuses(t, "lf"))
 }

@@ -146,6 +146,22 @@ func (tb *testBundle) count(t *testing.T, sql string, args ...any) int {
 	return n
 }
 
+// statuses returns the status of every document of queue q by subject.
+func (tb *testBundle) statuses(t *testing.T, q string) map[string]int {
+	t.Helper()
+	status := map[string]int{}
+	rows, err := tb.pool.Query(tb.ctx, "SELECT subject, status FROM fetchq_data."+q+"__docs")
+	require.NoError(t, err)
+	for rows.Next() {
+		var s string
+		var st int
+		require.NoError(t, rows.Scan(&s, &st))
+		status[s] = st
+	}
+	require.NoError(t, rows.Err())
+	return status
+}
+
 // effect is a compact form of an EffectAdd for assertions.
 func adds(queue string, kv ...any) Effects {
 	var e Effects

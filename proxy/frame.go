@@ -76,13 +76,23 @@ func (m *msgReader) header() (typ byte, n int, err error) {
 		}
 		return 0, 0, err
 	}
-	typ = h[0]
-	l := int64(int32(binary.BigEndian.Uint32(h[1:5])))
-	if l < 4 || l-4 > maxMessageLen {
+	typ, n, ok := parseHeader(h)
+	if !ok {
+		l := int32(binary.BigEndian.Uint32(h[1:headerLen]))
 		return typ, 0, &protocolError{msg: fmt.Sprintf("invalid message length %d for message type %q", l, typ)}
 	}
 	_, _ = m.r.Discard(headerLen)
-	return typ, int(l - 4), nil
+	return typ, n, nil
+}
+
+// parseHeader decodes a message header (at least headerLen bytes): its
+// type and body length, ok false when the length field is out of range.
+func parseHeader(h []byte) (typ byte, n int, ok bool) {
+	l := int64(int32(binary.BigEndian.Uint32(h[1:headerLen])))
+	if l < 4 || l-4 > maxMessageLen {
+		return h[0], 0, false
+	}
+	return h[0], int(l - 4), true
 }
 
 // body reads a whole body of n bytes into buf (reusing its capacity) and

@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -418,12 +417,10 @@ func (l *relayLoop) fromClient(ls *relaySession, buf []byte) bool {
 		if len(rest) < headerLen {
 			break
 		}
-		typ := rest[0]
-		ln := int64(int32(binary.BigEndian.Uint32(rest[1:headerLen])))
-		if ln < 4 || ln-4 > maxMessageLen {
+		typ, n, ok := parseHeader(rest)
+		if !ok {
 			return l.handBackAt(ls, buf, run, off) // the goroutines report it
 		}
-		n := int(ln - 4)
 		total := headerLen + n
 		kind, ok := relayedClientKind(typ)
 		if !ok || (n > maxSmallMessageLen && !largeMessage(typ)) {
@@ -519,12 +516,10 @@ func (l *relayLoop) fromUpstream(ls *relaySession, buf []byte) bool {
 		if len(rest) < headerLen {
 			break
 		}
-		typ := rest[0]
-		ln := int64(int32(binary.BigEndian.Uint32(rest[1:headerLen])))
-		if ln < 4 || ln-4 > maxMessageLen {
+		typ, n, ok := parseHeader(rest)
+		if !ok {
 			return l.handBackUp(ls, buf, run, off)
 		}
-		n := int(ln - 4)
 		total := headerLen + n
 		if (typ == 'Z' && n != 1) || (typ == 'S' && n > maxInspectLen) {
 			return l.handBackUp(ls, buf, run, off) // relayUpstream reports it
