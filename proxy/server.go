@@ -100,7 +100,7 @@ type Server struct {
 	otherDBLogged atomic.Bool // a session of another database than Config.Database was logged
 
 	loopOnce sync.Once
-	loop     *relayLoop // nil when the relay loop is off or could not start
+	loop     atomic.Pointer[relayLoop] // nil when the relay loop is off, could not start or has not started
 }
 
 // NewServer returns a Server for cfg.
@@ -217,8 +217,8 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.loopOnce.Do(func() {}) // none starts from now on
-	if s.loop != nil {
-		s.loop.close()
+	if l := s.loop.Load(); l != nil {
+		l.close()
 	}
 	return nil
 }
@@ -235,18 +235,19 @@ func (s *Server) relayLoop() *relayLoop {
 			s.logger.Warn("relay loop unavailable; every session runs on its own goroutines", "err", err)
 			return
 		}
-		s.loop = l
+		s.loop.Store(l)
 	})
-	return s.loop
+	return s.loop.Load()
 }
 
 // RelayStats returns how many sessions the relay loop serves now and how
 // many it has handed back to their own goroutines.
 func (s *Server) RelayStats() (sessions, handedBack int64) {
-	if s.loop == nil {
+	l := s.loop.Load()
+	if l == nil {
 		return 0, 0
 	}
-	return s.loop.stats()
+	return l.stats()
 }
 
 func (s *Server) closeListeners() {
