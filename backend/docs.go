@@ -360,16 +360,7 @@ func (s *Store) pickRows(ctx context.Context, db DB, p DocPickParams) ([][][]byt
 	if !ok || (p.Limit != nil && *p.Limit <= 0) {
 		return nil, nil, nil
 	}
-	// c: the documents to pick, locked, with the values that order them; u:
-	// the update; the final SELECT returns them in pick order.
-	sql := "WITH c AS MATERIALIZED (SELECT subject, next_iteration AS n0, attempts AS a0 FROM " + q.docs() +
-		" WHERE lock_upgrade IS NULL AND status = 1 AND version = $1::int AND next_iteration <= now()" +
-		" ORDER BY priority DESC, next_iteration ASC, attempts ASC LIMIT $2::int FOR UPDATE SKIP LOCKED)," +
-		" u AS (UPDATE " + q.docs() + " d SET status = 2, next_iteration = now() + $3::interval, attempts = d.attempts + 1" +
-		" FROM c WHERE d.subject = c.subject RETURNING " + docSelect + ", c.n0, c.a0)" +
-		" SELECT subject, payload, version, priority, attempts, iterations, created_at, last_iteration, next_iteration, lock_upgrade" +
-		" FROM u ORDER BY priority DESC, n0 ASC, a0 ASC, subject ASC"
-	return s.pick(ctx, db, q, sql, args{p.Version, nullable(p.Limit), nullable(p.Duration)})
+	return s.pick(ctx, db, q, pickSQL(q, "$1::int", "$2::int", "", "$3"), args{p.Version, nullable(p.Limit), nullable(p.Duration)})
 }
 
 // pickBatchRows is pickRows for a Batcher's batch of picks, whose limit
@@ -403,14 +394,25 @@ func (s *Store) pickBatchRows(ctx context.Context, db DB, p DocPickParams, max i
 //     generic one is kept. Only the candidates taken are locked: the
 //     materialized CTE is read as far as its reader asks.
 func pickBatchSQL(q queue, version, max int32) string {
-	return "WITH c AS MATERIALIZED (SELECT subject, next_iteration AS n0, attempts AS a0 FROM " + q.docs() +
-		" WHERE lock_upgrade IS NULL AND status = 1 AND version = " + strconv.FormatInt(int64(version), 10) +
-		" AND next_iteration <= now()" +
-		" ORDER BY priority DESC, next_iteration ASC, attempts ASC LIMIT " + strconv.FormatInt(int64(max), 10) +
-		" FOR UPDATE SKIP LOCKED)," +
-		" t AS (SELECT * FROM c LIMIT (SELECT $1::int))," +
-		" u AS (UPDATE " + q.docs() + " d SET status = 2, next_iteration = now() + $2::interval, attempts = d.attempts + 1" +
-		" FROM t WHERE d.subject = t.subject RETURNING " + docSelect + ", t.n0, t.a0)" +
+	return pickSQL(q, strconv.FormatInt(int64(version), 10), strconv.FormatInt(int64(max), 10), "$1::int", "$2")
+}
+
+// pickSQL is a pick statement of q: c, the documents to pick (of the
+// version, at most limit of them), locked, with the values that order
+// them; t, when take is set, the first take of them; u, the update, the
+// lock lasting duration; the final SELECT returns them in pick order. The
+// arguments are SQL text: parameters, or integers rendered by strconv.
+func pickSQL(q queue, version, limit, take, duration string) string {
+	from := "c"
+	sql := "WITH c AS MATERIALIZED (SELECT subject, next_iteration AS n0, attempts AS a0 FROM " + q.docs() +
+		" WHERE lock_upgrade IS NULL AND status = 1 AND version = " + version + " AND next_iteration <= now()" +
+		" ORDER BY priority DESC, next_iteration ASC, attempts ASC LIMIT " + limit + " FOR UPDATE SKIP LOCKED),"
+	if take != "" {
+		from = "t"
+		sql += " t AS (SELECT * FROM c LIMIT (SELECT " + take + ")),"
+	}
+	return sql + " u AS (UPDATE " + q.docs() + " d SET status = 2, next_iteration = now() + " + duration + "::interval, attempts = d.attempts + 1" +
+		" FROM " + from + " WHERE d.subject = " + from + ".subject RETURNING " + docSelect + ", " + from + ".n0, " + from + ".a0)" +
 		" SELECT subject, payload, version, priority, attempts, iterations, created_at, last_iteration, next_iteration, lock_upgrade" +
 		" FROM u ORDER BY priority DESC, n0 ASC, a0 ASC, subject ASC"
 }

@@ -69,14 +69,20 @@ func queryPrepared(ctx context.Context, conn *pgx.Conn, sql string, args []any, 
 		return pgconn.CommandTag{}, err
 	}
 	tag, err := readRows(conn.PgConn().ExecPrepared(ctx, sd.Name, params, nil, nil), scan)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan") {
+	if stalePlan(err) {
 		if derr := conn.Deallocate(ctx, sql); derr != nil {
 			return tag, err
 		}
 		return execParams(ctx, conn.PgConn(), sql, args, scan)
 	}
 	return tag, err
+}
+
+// stalePlan reports whether err is Postgres refusing a prepared
+// statement whose cached plan no longer fits: a table of it changed shape.
+func stalePlan(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan")
 }
 
 func (p *poolDB) Atomic(ctx context.Context, fn func(DB) error) error {
@@ -264,10 +270,9 @@ func (p *poolDB) queryAll(ctx context.Context, stmts []batchStmt) error {
 	if err := mrr.Close(); err != nil && first == nil {
 		first = err
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(first, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan") {
-		// A table changed shape: prepared again next time (the caller
-		// runs the statements on their own meanwhile).
+	if stalePlan(first) {
+		// Prepared again next time (the caller runs the statements on
+		// their own meanwhile).
 		for _, st := range stmts {
 			_ = conn.Conn().Deallocate(ctx, st.sql)
 		}

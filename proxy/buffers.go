@@ -220,7 +220,7 @@ func (m *msgReader) waitWake() error {
 }
 
 // detach gives the reader's buffer back and returns a copy of the bytes it
-// held: the relay loop reads the connection from now on (relay.go).
+// held: the relay loop reads the connection from now on (relay_linux.go).
 func (m *msgReader) detach() []byte {
 	if m.r == nil {
 		return nil

@@ -419,12 +419,12 @@ func (l *relayLoop) fromClient(ls *relaySession, buf []byte) bool {
 		}
 		typ, n, ok := parseHeader(rest)
 		if !ok {
-			return l.handBackAt(ls, buf, run, off) // the goroutines report it
+			return l.handBackAt(ls, src, dst, buf, run, off) // the goroutines report it
 		}
 		total := headerLen + n
 		kind, ok := relayedClientKind(typ)
 		if !ok || (n > maxSmallMessageLen && !largeMessage(typ)) {
-			return l.handBackAt(ls, buf, run, off)
+			return l.handBackAt(ls, src, dst, buf, run, off)
 		}
 		inspect := s.intercepting && (typ == 'Q' || typ == 'P')
 		if total > len(rest) {
@@ -432,18 +432,18 @@ func (l *relayLoop) fromClient(ls *relaySession, buf []byte) bool {
 				break // the rest comes with a later read
 			}
 			if inspect || s.batchFailed.Load() {
-				return l.handBackAt(ls, buf, run, off)
+				return l.handBackAt(ls, src, dst, buf, run, off)
 			}
 			// Larger than the loop keeps: passed through as it comes.
 			if err := s.pushRequest(kind); err != nil {
-				return l.handBackAt(ls, buf, run, off)
+				return l.handBackAt(ls, src, dst, buf, run, off)
 			}
 			src.stream, src.streamTyp = total-len(rest), typ
 			off = len(buf)
 			break
 		}
 		if inspect && containsFetchq(rest[headerLen:total]) {
-			return l.handBackAt(ls, buf, run, off)
+			return l.handBackAt(ls, src, dst, buf, run, off)
 		}
 		if skippedAfterError(typ) && s.batchFailed.Load() && !s.q.hasSync() {
 			// As the goroutines do: the upstream skips it, so does the
@@ -457,7 +457,7 @@ func (l *relayLoop) fromClient(ls *relaySession, buf []byte) bool {
 			continue
 		}
 		if err := s.pushRequest(kind); err != nil {
-			return l.handBackAt(ls, buf, run, off)
+			return l.handBackAt(ls, src, dst, buf, run, off)
 		}
 		off += total
 	}
@@ -518,11 +518,11 @@ func (l *relayLoop) fromUpstream(ls *relaySession, buf []byte) bool {
 		}
 		typ, n, ok := parseHeader(rest)
 		if !ok {
-			return l.handBackUp(ls, buf, run, off)
+			return l.handBackAt(ls, src, dst, buf, run, off)
 		}
 		total := headerLen + n
 		if (typ == 'Z' && n != 1) || (typ == 'S' && n > maxInspectLen) {
-			return l.handBackUp(ls, buf, run, off) // relayUpstream reports it
+			return l.handBackAt(ls, src, dst, buf, run, off) // relayUpstream reports it
 		}
 		if total > len(rest) {
 			if total <= relayMaxWhole {
@@ -647,20 +647,12 @@ func (l *relayLoop) setMasks(ls *relaySession) bool {
 	return true
 }
 
-// handBackAt forwards buf[run:off] (client messages dealt with) and hands
-// the session back with buf[off:] for its client reader. It returns false.
-func (l *relayLoop) handBackAt(ls *relaySession, buf []byte, run, off int) bool {
-	if l.send(ls, &ls.up, &ls.client, buf[run:off]) {
-		carry(&ls.client, buf, off)
-	}
-	l.handBack(ls)
-	return false
-}
-
-// handBackUp is handBackAt for upstream messages.
-func (l *relayLoop) handBackUp(ls *relaySession, buf []byte, run, off int) bool {
-	if l.send(ls, &ls.client, &ls.up, buf[run:off]) {
-		carry(&ls.up, buf, off)
+// handBackAt forwards buf[run:off] (messages of src dealt with) to dst
+// and hands the session back with buf[off:] for src's reader. It returns
+// false.
+func (l *relayLoop) handBackAt(ls *relaySession, src, dst *relaySide, buf []byte, run, off int) bool {
+	if l.send(ls, dst, src, buf[run:off]) {
+		carry(src, buf, off)
 	}
 	l.handBack(ls)
 	return false

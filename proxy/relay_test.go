@@ -292,7 +292,8 @@ func TestRelayLoopMatchesDirect(t *testing.T) {
 			require.Equal(t, direct.errs[i].Code, proxied.errs[i].Code, name)
 		}
 	}
-	_, back := relayStats(b)
+	in, back := relayStats(b)
+	require.Equal(t, int64(len(seqs)), in, "every proxied session is still in the loop")
 	require.Zero(t, back)
 }
 
