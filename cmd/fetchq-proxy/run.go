@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -50,15 +49,24 @@ type options struct {
 
 // flagSpec ties a flag to its environment variable.
 type flagSpec struct {
-	name, env, usage string
+	name, env string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("fetchq-proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	str := func(p *string, name, env, def, usage string) {
-		fs.StringVar(p, name, envOr(env, def), fmt.Sprintf("%s (env %s)", usage, env))
+	// Each flag's environment variable is applied through the flag's own
+	// parser before the command line, so a flag given wins and a value
+	// that does not parse is an error naming its variable, not a silent
+	// default. An empty variable counts as unset.
+	var envs []flagSpec
+	env := func(name, env, usage string) string {
+		envs = append(envs, flagSpec{name: name, env: env})
+		return fmt.Sprintf("%s (env %s)", usage, env)
+	}
+	str := func(p *string, name, e, def, usage string) {
+		fs.StringVar(p, name, def, env(name, e, usage))
 	}
 	str(&o.listen, "listen", "FETCHQ_LISTEN", "127.0.0.1:6432", "TCP address clients connect to")
 	str(&o.upstream, "upstream", "FETCHQ_UPSTREAM", "", "upstream Postgres as a libpq URL or key=value DSN; PG* variables fill what it omits. Empty: start an embedded Postgres")
@@ -68,39 +76,33 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	str(&o.tlsKey, "tls-key", "FETCHQ_TLS_KEY", "", "PEM private key file for --tls-cert")
 	str(&o.debugAddr, "debug-addr", "FETCHQ_DEBUG_ADDR", "", "address of an HTTP listener serving Go's pprof profiles under /debug/pprof/ (empty: none; keep it on loopback)")
 	str(&o.fetchqVersion, "fetchq-version", "FETCHQ_VERSION", "4.0.0", "version fetchq.info() reports; Fetchq clients refuse a version other than the one they were built for (the npm fetchq@4.1.1 client wants 4.0.0)")
-	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
-		d := def
-		if v := os.Getenv(env); v != "" {
-			if pd, err := time.ParseDuration(v); err == nil {
-				d = pd
-			}
-		}
-		fs.DurationVar(p, name, d, fmt.Sprintf("%s (env %s)", usage, env))
+	dur := func(p *time.Duration, name, e string, def time.Duration, usage string) {
+		fs.DurationVar(p, name, def, env(name, e, usage))
 	}
 	dur(&o.shutdownTimeout, "shutdown-timeout", "FETCHQ_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGINT/SIGTERM, how long sessions may take to finish their transaction before they are closed")
 	dur(&o.maintInterval, "maintenance-interval", "FETCHQ_MAINTENANCE_INTERVAL", backend.DefaultMaintainInterval, "how often the maintainer promotes due documents and re-queues expired locks")
 	dur(&o.startupTimeout, "startup-timeout", "FETCHQ_STARTUP_TIMEOUT", 15*time.Second, "time a client has to complete the startup and authentication exchange")
-	num := func(p *int, name, env string, def int, usage string) {
-		n := def
-		if v := os.Getenv(env); v != "" {
-			fmt.Sscan(v, &n)
-		}
-		fs.IntVar(p, name, n, fmt.Sprintf("%s (env %s)", usage, env))
+	num := func(p *int, name, e string, def int, usage string) {
+		fs.IntVar(p, name, def, env(name, e, usage))
 	}
 	num(&o.maxClients, "max-clients", "FETCHQ_MAX_CLIENTS", 0, "maximum concurrent client connections, 0 for no limit")
 	num(&o.planCache, "plan-cache", "FETCHQ_PLAN_CACHE", 4096, "statement texts whose parsed plans are cached")
 	num(&o.batchInFlight, "batch-in-flight", "FETCHQ_BATCH_IN_FLIGHT", 1, "group commit: how many batches of one queue and operation (the picks, completes and kills of a queue count as one) may run at once on the service pool; more overlap round trips, fewer make larger batches")
-	flagBool := func(p *bool, name, env string, def bool, usage string) {
-		b := def
-		if v := os.Getenv(env); v != "" {
-			if pb, err := strconv.ParseBool(v); err == nil {
-				b = pb
-			}
-		}
-		fs.BoolVar(p, name, b, fmt.Sprintf("%s (env %s)", usage, env))
+	flagBool := func(p *bool, name, e string, def bool, usage string) {
+		fs.BoolVar(p, name, def, env(name, e, usage))
 	}
 	flagBool(&o.relayLoop, "relay-loop", "FETCHQ_RELAY_LOOP", true, "pass the messages of sessions that only forward statements through one epoll loop (Linux) instead of two goroutines per session; a session leaves it at its first Fetchq call")
 	num(&o.procs, "procs", "FETCHQ_PROCS", 0, "CPUs the proxy's Go code runs on at once (GOMAXPROCS); 0: the GOMAXPROCS environment variable if set, else half the CPUs available, at least one, leaving the rest to a Postgres on the same machine")
+	for _, f := range envs {
+		v := os.Getenv(f.env)
+		if v == "" {
+			continue
+		}
+		if err := fs.Set(f.name, v); err != nil {
+			// The value is not echoed: a variable may hold a secret.
+			return nil, fmt.Errorf("environment variable %s (--%s) is not a valid %s", f.env, f.name, flagType(fs.Lookup(f.name)))
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -143,11 +145,12 @@ func procs(flag int, envSet bool, avail int) int {
 	return max(1, avail/2)
 }
 
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
+// flagType names the kind of value a flag takes, as its help does.
+func flagType(f *flag.Flag) string {
+	if name, _ := flag.UnquoteUsage(f); name != "" {
+		return name
 	}
-	return def
+	return "boolean (true or false)"
 }
 
 // defaultDataDir is the embedded Postgres' home: under the user's data

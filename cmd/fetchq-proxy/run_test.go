@@ -204,6 +204,38 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	require.True(t, o.relayLoop)
 }
 
+// TestBadEnvironmentValue: a variable that does not parse as its flag's
+// type is an error naming the variable and the type, without its value,
+// not a silent default, even when the command line also sets the flag; an
+// empty variable counts as unset.
+func TestBadEnvironmentValue(t *testing.T) {
+	for _, c := range []struct{ env, value, flag, want string }{
+		{"FETCHQ_MAX_CLIENTS", "twelve", "--max-clients=3", "--max-clients) is not a valid int"},
+		{"FETCHQ_BATCH_IN_FLIGHT", "1.5", "--batch-in-flight=2", "--batch-in-flight) is not a valid int"},
+		{"FETCHQ_SHUTDOWN_TIMEOUT", "30", "--shutdown-timeout=3s", "--shutdown-timeout) is not a valid duration"},
+		{"FETCHQ_RELAY_LOOP", "yes please", "--relay-loop=false", "--relay-loop) is not a valid boolean (true or false)"},
+	} {
+		t.Run(c.env, func(t *testing.T) {
+			t.Setenv(c.env, c.value)
+			want := "environment variable " + c.env + " (" + c.want
+			_, err := parseFlags(nil, io.Discard)
+			require.EqualError(t, err, want)
+			_, err = parseFlags([]string{c.flag}, io.Discard)
+			require.EqualError(t, err, want)
+			var stderr strings.Builder
+			err = run(context.Background(), nil, io.Discard, &stderr)
+			require.ErrorContains(t, err, want)
+			require.NotContains(t, err.Error()+stderr.String(), c.value)
+		})
+	}
+	t.Setenv("FETCHQ_MAX_CLIENTS", "")
+	t.Setenv("FETCHQ_LISTEN", "")
+	o, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 0, o.maxClients)
+	require.Equal(t, "127.0.0.1:6432", o.listen)
+}
+
 // TestBadUpstreamNeverEchoesPassword: a malformed --upstream is reported
 // without its password.
 func TestBadUpstreamNeverEchoesPassword(t *testing.T) {
