@@ -210,6 +210,10 @@ type pickKey struct {
 type group[R any] struct {
 	running int
 	waiting []R
+	// spare is the array of a batch that ran, cleared, for the waiting
+	// calls once all have been taken: a group fills a list of the same
+	// size round after round without growing a new one each time.
+	spare []R
 }
 
 // join queues r in the group of key and reports whether the caller must
@@ -243,7 +247,21 @@ func take[R any](mu *sync.Mutex, g *group[R], max int, weight func(R) int) []R {
 	}
 	batch := g.waiting[:n:n]
 	g.waiting = g.waiting[n:]
+	if len(g.waiting) == 0 {
+		g.waiting, g.spare = g.spare, nil
+	}
 	return batch
+}
+
+// recycle gives g the array of batch, which ran and was dealt, for its
+// waiting calls to come (see group.spare).
+func recycle[R any](mu *sync.Mutex, g *group[R], batch []R) {
+	clear(batch)
+	mu.Lock()
+	defer mu.Unlock()
+	if cap(batch) > cap(g.spare) {
+		g.spare = batch[:0]
+	}
 }
 
 // runGroup runs the next batch of g with exec (none when another batch
@@ -253,6 +271,7 @@ func runGroup[K comparable, R any](b *Batcher, groups map[K]*group[R], key K, g 
 		b.calls.Add(int64(len(batch)))
 		b.batches.Add(1)
 		exec(batch)
+		recycle(&b.mu, g, batch)
 	}
 	handOff(&b.mu, groups, key, g, func() { runGroup(b, groups, key, g, weight, exec) })
 }
@@ -290,14 +309,19 @@ type pickOut struct {
 // Call is a batchable call ready to join its batch (see [Batcher.Prepare]).
 type Call struct {
 	key batchKey
+	callOps
+}
+
+// callOps are what a Call does, for its kind of batch (see newCall).
+type callOps interface {
 	// join queues the call in its group; when it must lead a batch it
 	// runs it inline, or on a new goroutine when async is set.
-	join func(async bool)
+	join(async bool)
 	// wait waits for the call's share of its batch and returns what
 	// Store.Invoke would have.
-	wait func(ctx context.Context) (*Result, error)
+	wait(ctx context.Context) (*Result, error)
 	// ended reports whether the call's share of its batch has been dealt.
-	ended func() bool
+	ended() bool
 }
 
 // batchKey identifies the sequence of batches a call joins: one of its
@@ -368,7 +392,14 @@ func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 	if !ok || !batchable[id] || len(args) != len(o.args) {
 		return nil, nil
 	}
-	conv := make([]arg, len(args))
+	// The batchable overloads take at most 6 arguments: the array stays on
+	// the stack (the prepare functions keep values, not the slice).
+	var convArr [6]arg
+	conv := convArr[:0]
+	if len(args) > len(convArr) {
+		conv = make([]arg, 0, len(args))
+	}
+	conv = conv[:len(args)]
 	for i, v := range args {
 		a, err := convertArg(o, i, v)
 		if err != nil {
@@ -437,21 +468,34 @@ func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 // the outcome into the call's result.
 func newCall[K comparable, R, O any](b *Batcher, groups map[K]*group[R], key K, req R, done chan O,
 	run func(*group[R]), finish func(context.Context, O) (*Result, error)) *Call {
-	return &Call{
-		join: func(async bool) {
-			if g, lead := join(&b.mu, groups, key, req, b.cfg.MaxInFlight); lead {
-				runLead(async, func() { run(g) })
-			}
-		},
-		ended: func() bool { return len(done) > 0 },
-		wait: func(ctx context.Context) (*Result, error) {
-			out, err := receive(ctx, done)
-			if err != nil {
-				return nil, err
-			}
-			return finish(ctx, out)
-		},
+	return &Call{callOps: &call[K, R, O]{b: b, groups: groups, key: key, req: req, done: done, run: run, finish: finish}}
+}
+
+// call implements callOps for a call of the groups' batch key (newCall).
+type call[K comparable, R, O any] struct {
+	b      *Batcher
+	groups map[K]*group[R]
+	key    K
+	req    R
+	done   chan O
+	run    func(*group[R])
+	finish func(context.Context, O) (*Result, error)
+}
+
+func (c *call[K, R, O]) join(async bool) {
+	if g, lead := join(&c.b.mu, c.groups, c.key, c.req, c.b.cfg.MaxInFlight); lead {
+		runLead(async, func() { c.run(g) })
 	}
+}
+
+func (c *call[K, R, O]) ended() bool { return len(c.done) > 0 }
+
+func (c *call[K, R, O]) wait(ctx context.Context) (*Result, error) {
+	out, err := receive(ctx, c.done)
+	if err != nil {
+		return nil, err
+	}
+	return c.finish(ctx, out)
 }
 
 // batchOutcome is a call's share of a batch of pushes, completes, kills,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -393,8 +395,33 @@ func (s *Store) pickBatchRows(ctx context.Context, db DB, p DocPickParams, max i
 //     either, so both cost the same and after five custom plans the
 //     generic one is kept. Only the candidates taken are locked: the
 //     materialized CTE is read as far as its reader asks.
+//
+// The texts are kept (up to maxPickTexts of them): a lane builds one for
+// every round.
 func pickBatchSQL(q queue, version, max int32) string {
-	return pickSQL(q, strconv.FormatInt(int64(version), 10), strconv.FormatInt(int64(max), 10), "$1::int", "$2")
+	key := pickTextKey{q.name, version, max}
+	if sql, ok := pickTexts.Load(key); ok {
+		return sql.(string)
+	}
+	sql := pickSQL(q, strconv.FormatInt(int64(version), 10), strconv.FormatInt(int64(max), 10), "$1::int", "$2")
+	if pickTextsLen.Add(1) <= maxPickTexts {
+		pickTexts.Store(key, sql)
+	}
+	return sql
+}
+
+// pickTexts memoizes pickBatchSQL, bounded by maxPickTexts (versions are
+// the clients' choice).
+var (
+	pickTexts    sync.Map // pickTextKey -> string
+	pickTextsLen atomic.Int64
+)
+
+const maxPickTexts = 1024
+
+type pickTextKey struct {
+	queue        string
+	version, max int32
 }
 
 // pickSQL is a pick statement of q: c, the documents to pick (of the

@@ -82,17 +82,37 @@ func rowDescription(call *rewrite.Call, formats []int16) encoder {
 	if len(call.Columns) == 0 {
 		return &pgproto3.NoData{}
 	}
-	fields := make([]pgproto3.FieldDescription, len(call.Columns))
-	for i, c := range call.Columns {
-		fields[i] = pgproto3.FieldDescription{
-			Name:         []byte(c.Name),
-			DataTypeOID:  c.TypeOID,
-			DataTypeSize: typeSize(c.TypeOID),
-			TypeModifier: -1,
-			Format:       formatOf(formats, i),
-		}
+	return rowDesc{call.Columns, formats}
+}
+
+// rowDesc is the RowDescription of a call's result columns in formats,
+// encoded straight from them (a call's answer carries one; a
+// pgproto3.RowDescription would take a slice and a copy of every name).
+type rowDesc struct {
+	columns []rewrite.OutputColumn
+	formats []int16
+}
+
+// Encode appends the message to dst as pgproto3's RowDescription would.
+func (r rowDesc) Encode(dst []byte) ([]byte, error) {
+	if len(r.columns) > math.MaxUint16 {
+		return nil, fmt.Errorf("too many columns: %d", len(r.columns))
 	}
-	return &pgproto3.RowDescription{Fields: fields}
+	start := len(dst)
+	dst = append(dst, 'T', 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(r.columns)))
+	for i, c := range r.columns {
+		dst = append(dst, c.Name...)
+		dst = append(dst, 0)
+		dst = binary.BigEndian.AppendUint32(dst, 0) // table OID
+		dst = binary.BigEndian.AppendUint16(dst, 0) // column number
+		dst = binary.BigEndian.AppendUint32(dst, c.TypeOID)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(typeSize(c.TypeOID)))
+		dst = binary.BigEndian.AppendUint32(dst, math.MaxUint32) // type modifier -1
+		dst = binary.BigEndian.AppendUint16(dst, uint16(formatOf(r.formats, i)))
+	}
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst, nil
 }
 
 // projectRow picks and encodes the columns the statement returns from one

@@ -870,9 +870,25 @@ func callArgs(call *rewrite.Call, params [][]byte, resultFormats []int16) ([]bac
 // encodeResult encodes the answer to a call: RowDescription (when
 // withRowDesc), DataRows and CommandComplete.
 func encodeResult(call *rewrite.Call, res *backend.Result, resultFormats []int16, withRowDesc bool) ([]byte, error) {
-	var out []byte
+	// Sized once: the messages' framing and column names, and every value
+	// of every row (text; binary forms are no longer).
+	n := 32
+	for _, c := range call.Columns {
+		n += 24 + len(c.Name)
+	}
+	for _, row := range res.Rows {
+		n += 8
+		for _, v := range row {
+			n += 4 + len(v)
+		}
+	}
+	out := make([]byte, 0, n)
 	if withRowDesc {
-		out = appendEncoded(out, rowDescription(call, resultFormats))
+		if len(call.Columns) == 0 {
+			out = appendEncoded(out, &pgproto3.NoData{})
+		} else {
+			out, _ = rowDesc{call.Columns, resultFormats}.Encode(out) // a call has few columns
+		}
 	}
 	for _, row := range res.Rows {
 		var err error
