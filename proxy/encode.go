@@ -115,10 +115,44 @@ func (r rowDesc) Encode(dst []byte) ([]byte, error) {
 	return dst, nil
 }
 
+// appendDataRowMsg appends a DataRow of vals (nil is NULL) to dst, as
+// pgproto3 encodes it, without boxing a message.
+func appendDataRowMsg(dst []byte, vals [][]byte) []byte {
+	start := len(dst)
+	dst = append(dst, 'D', 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(vals)))
+	for _, v := range vals {
+		if v == nil {
+			dst = binary.BigEndian.AppendUint32(dst, math.MaxUint32) // -1: NULL
+			continue
+		}
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(v)))
+		dst = append(dst, v...)
+	}
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
+}
+
+// appendSelectComplete appends the CommandComplete "SELECT n" of a call
+// that returned n rows, as pgproto3 encodes it.
+func appendSelectComplete(dst []byte, n int) []byte {
+	start := len(dst)
+	dst = append(dst, 'C', 0, 0, 0, 0)
+	dst = append(dst, "SELECT "...)
+	dst = strconv.AppendInt(dst, int64(n), 10)
+	dst = append(dst, 0)
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
+}
+
 // projectRow picks and encodes the columns the statement returns from one
 // row of the function's output.
 func projectRow(call *rewrite.Call, row [][]byte, formats []int16) ([][]byte, error) {
-	vals := make([][]byte, len(call.Columns))
+	return projectRowTo(make([][]byte, len(call.Columns)), call, row, formats)
+}
+
+// projectRowTo is projectRow into vals, one per column.
+func projectRowTo(vals [][]byte, call *rewrite.Call, row [][]byte, formats []int16) ([][]byte, error) {
 	for i, c := range call.Columns {
 		var v []byte
 		switch {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/fetchq/fetchq-proxy/rewrite"
@@ -41,4 +42,19 @@ func TestRowDescEncode(t *testing.T) {
 	want, err := (&pgproto3.RowDescription{}).Encode(nil)
 	require.NoError(t, err)
 	require.Equal(t, want, empty)
+}
+
+// TestDataRowAndCompleteEncode: a call's DataRow (with NULLs and empty
+// values) and its CommandComplete are byte for byte pgproto3's.
+func TestDataRowAndCompleteEncode(t *testing.T) {
+	for _, vals := range [][][]byte{nil, {nil}, {[]byte("")}, {[]byte("a"), nil, []byte("{\"x\": 1}"), []byte("")}} {
+		want, err := (&pgproto3.DataRow{Values: vals}).Encode([]byte("x"))
+		require.NoError(t, err)
+		require.Equal(t, want, appendDataRowMsg([]byte("x"), vals), "values %q", vals)
+	}
+	for _, n := range []int{0, 1, 100, 12345678} {
+		want, err := (&pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.Itoa(n))}).Encode([]byte("x"))
+		require.NoError(t, err)
+		require.Equal(t, want, appendSelectComplete([]byte("x"), n))
+	}
 }

@@ -896,8 +896,7 @@ func encodeResult(call *rewrite.Call, res *backend.Result, resultFormats []int16
 			return nil, err
 		}
 	}
-	out = appendEncoded(out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.Itoa(len(res.Rows)))})
-	return out, nil
+	return appendSelectComplete(out, len(res.Rows)), nil
 }
 
 // encodeRows encodes the rows of a call's result, one DataRow message each.
@@ -915,11 +914,16 @@ func encodeRows(call *rewrite.Call, res *backend.Result, resultFormats []int16) 
 
 // appendDataRow appends a result row of call, as a DataRow message, to dst.
 func appendDataRow(dst []byte, call *rewrite.Call, row [][]byte, resultFormats []int16) ([]byte, error) {
-	vals, err := projectRow(call, row, resultFormats)
+	var arr [16][]byte // on the stack for the Fetchq functions' columns
+	vals := arr[:0]
+	if len(call.Columns) > len(arr) {
+		vals = make([][]byte, 0, len(call.Columns))
+	}
+	vals, err := projectRowTo(vals[:len(call.Columns)], call, row, resultFormats)
 	if err != nil {
 		return nil, err
 	}
-	return appendEncoded(dst, &pgproto3.DataRow{Values: vals}), nil
+	return appendDataRowMsg(dst, vals), nil
 }
 
 // batchable reports whether a call may run in a batch on the service pool:

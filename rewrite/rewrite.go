@@ -116,7 +116,8 @@ func (r *Rewriter) rewrite(ctx context.Context, key cacheKey, paramTypes []uint3
 		return nil, err
 	}
 	if r.shapes != nil && paramTypes == nil && len(key.sql) <= maxCachedLen && checkEncoding(key.sql) == nil {
-		if e, lits, ok := r.templates.match(key.sql); ok {
+		var arr [8]literal // on the stack: instantiate copies the values
+		if e, lits, ok := r.templates.match(key.sql, arr[:0]); ok {
 			r.stats.hits.Add(1)
 			r.stats.templateHits.Add(1)
 			return e.instantiate(key.sql, lits), nil

@@ -358,15 +358,27 @@ func verbatimType(t Type, integer bool) bool {
 // literal values put in.
 func (e *shapeEntry) instantiate(sql string, lits []literal) *Plan {
 	t := e.template.Statements[0]
-	args := make([]Arg, len(t.Call.Args))
-	copy(args, t.Call.Args)
+	// One allocation for the plan, its statement, call and arguments.
+	box := &instance{}
+	args := box.args[:0]
+	if len(t.Call.Args) > len(box.args) {
+		args = make([]Arg, 0, len(t.Call.Args))
+	}
+	args = append(args, t.Call.Args...)
 	for i, j := range e.slots {
 		args[j].Text = lits[i].value
 	}
-	call := &Call{Func: t.Call.Func, Args: args, Columns: t.Call.Columns}
-	return &Plan{
-		Statements: []Statement{{SQL: sql[e.start : len(sql)-e.suffix], Call: call}},
-		HasCall:    true,
-		ParamTypes: e.template.ParamTypes,
-	}
+	box.call = Call{Func: t.Call.Func, Args: args, Columns: t.Call.Columns}
+	box.stmts[0] = Statement{SQL: sql[e.start : len(sql)-e.suffix], Call: &box.call}
+	box.plan = Plan{Statements: box.stmts[:], HasCall: true, ParamTypes: e.template.ParamTypes}
+	return &box.plan
+}
+
+// instance holds what instantiate makes. Fetchq functions take at most 6
+// arguments.
+type instance struct {
+	plan  Plan
+	stmts [1]Statement
+	call  Call
+	args  [6]Arg
 }

@@ -103,16 +103,15 @@ func endsNumber(after string) bool {
 	return false
 }
 
-// match returns the shape entry and the masked literals of sql when it
-// matches a template.
-func (ts *templates) match(sql string) (*shapeEntry, []literal, bool) {
+// match returns the shape entry and the masked literals of sql, appended
+// to dst, when it matches a template.
+func (ts *templates) match(sql string, dst []literal) (*shapeEntry, []literal, bool) {
 	p := ts.list.Load()
 	if p == nil {
 		return nil, nil, false
 	}
-	var arr [8]literal
 	for _, t := range *p {
-		if lits, ok := t.match(sql, arr[:0]); ok {
+		if lits, ok := t.match(sql, dst[:0]); ok {
 			return t.entry, lits, true
 		}
 	}
