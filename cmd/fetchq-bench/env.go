@@ -384,11 +384,12 @@ func (b *bench) startProxy(ctx context.Context, db, label string) (*process, int
 		return nil, 0, err
 	}
 	logPath := filepath.Join(b.dir, "logs", fmt.Sprintf("proxy-%s-%s.log", db, label))
-	p, err := startProcess("fetchq-proxy", logPath, nil, b.proxyBin,
+	args := append([]string{
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--upstream", dsn(b.pgPort, db),
 		"--debug-addr", fmt.Sprintf("127.0.0.1:%d", debugPort),
-		"--log-level", "warn")
+		"--log-level", "warn"}, b.o.proxyArgs...)
+	p, err := startProcess("fetchq-proxy", logPath, nil, b.proxyBin, args...)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -83,6 +83,7 @@ type options struct {
 	maxMemPercent int
 	quiet         float64
 	quietWait     time.Duration
+	proxyArgs     []string
 }
 
 // has reports whether workload w was selected.
@@ -111,6 +112,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.quiet, "quiet", 0, "before each measurement, wait until other processes use at most this percentage of the CPUs (0: do not wait)")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 2*time.Minute, "longest wait for -quiet before measuring anyway")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (Postgres data, proxy and PgBouncer logs)")
+	proxyArgs := fs.String("proxy-args", "", `more fetchq-proxy flags, space-separated (e.g. "--batch-in-flight 2"), to measure a setting against the same baselines in one run`)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -132,6 +134,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.idleConns, err = parseInts(*idle); err != nil {
 		return nil, fmt.Errorf("-idle-conns: %w", err)
 	}
+	if o.proxyArgs, err = parseProxyArgs(*proxyArgs); err != nil {
+		return nil, fmt.Errorf("-proxy-args: %w", err)
+	}
 	switch {
 	case o.reps < 1:
 		return nil, errors.New("-reps must be at least 1")
@@ -150,6 +155,26 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	return o, nil
+}
+
+// benchOwnedFlags are the proxy flags the harness sets for every
+// measurement (its address, database and counters).
+var benchOwnedFlags = []string{"listen", "upstream", "debug-addr", "log-level"}
+
+// parseProxyArgs splits -proxy-args into the proxy's arguments, refusing
+// the flags the harness sets itself.
+func parseProxyArgs(s string) ([]string, error) {
+	args := strings.Fields(s)
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if slices.Contains(benchOwnedFlags, name) {
+			return nil, fmt.Errorf("--%s is set by the harness", name)
+		}
+	}
+	return args, nil
 }
 
 // parseWorkloads parses "W1,w3" into canonical, ordered, unique names.

@@ -99,6 +99,11 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, []int{1, 32}, o.w2Clients)
 	require.Equal(t, []int{1000, 3000}, o.idleConns)
 	require.Equal(t, 3, o.seconds(), "pgbench -T takes whole seconds, rounded up")
+	require.Empty(t, o.proxyArgs)
+
+	o, err = parseFlags([]string{"-proxy-args", " --batch-in-flight 2  --relay-loop=false "}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, []string{"--batch-in-flight", "2", "--relay-loop=false"}, o.proxyArgs)
 
 	for _, args := range [][]string{
 		{"-workloads", "W9"},
@@ -107,6 +112,8 @@ func TestParseFlags(t *testing.T) {
 		{"-reps", "0"},
 		{"-duration", "100ms"},
 		{"-extension-sql", "/nonexistent/fetchq.sql"},
+		{"-proxy-args", "--upstream postgres://elsewhere"},
+		{"-proxy-args", "--procs 1 -listen=:1"},
 		{"stray"},
 	} {
 		_, err := parseFlags(args, io.Discard)

@@ -38,6 +38,7 @@ type reportHeader struct {
 	Durable      bool     `json:"durable_commits"`
 	PgBouncer    string   `json:"pgbouncer,omitempty"`
 	ProxyRev     string   `json:"proxy_revision"`
+	ProxyArgs    []string `json:"proxy_args,omitempty"`
 	Go           string   `json:"go"`
 	Extension    string   `json:"extension"`
 	RiverWorkers int      `json:"river_workers"`
@@ -72,7 +73,7 @@ func (b *bench) report() *report {
 	r.Settings = reportHeader{
 		Reps: b.o.reps, Duration: b.o.duration.String(), Workloads: b.o.workloads, Docs: b.o.docs,
 		CPUs: runtime.NumCPU(), CPUModel: cpuModel(), MemTotal: memTotal,
-		Postgres: b.pgVer, Durable: !b.o.fast, PgBouncer: b.bouncerVer, ProxyRev: b.proxyRev,
+		Postgres: b.pgVer, Durable: !b.o.fast, PgBouncer: b.bouncerVer, ProxyRev: b.proxyRev, ProxyArgs: b.o.proxyArgs,
 		Go: runtime.Version(), Extension: ext, RiverWorkers: b.o.riverWorkers,
 	}
 	r.Goals = r.goals()
@@ -189,6 +190,9 @@ func (r *report) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  postgres   %s over TCP 127.0.0.1, %s, shared_buffers 256MB, max_connections %d\n", h.Postgres, commits, r.b.maxConnections())
 	fmt.Fprintf(w, "  proxy      %s, a fresh process per measurement, --upstream = the measurement's own database\n", h.ProxyRev)
+	if len(h.ProxyArgs) > 0 {
+		fmt.Fprintf(w, "             with %s\n", strings.Join(h.ProxyArgs, " "))
+	}
 	if h.PgBouncer != "" {
 		fmt.Fprintf(w, "  pgbouncer  %s, session mode\n", h.PgBouncer)
 	}
