@@ -81,6 +81,9 @@ func queryPrepared(ctx context.Context, conn *pgx.Conn, sql string, args []any, 
 // stalePlan reports whether err is Postgres refusing a prepared
 // statement whose cached plan no longer fits: a table of it changed shape.
 func stalePlan(err error) bool {
+	if err == nil {
+		return false // without the allocation errors.As's target costs
+	}
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan")
 }

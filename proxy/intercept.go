@@ -495,7 +495,23 @@ func (s *session) respondReady() {
 	if byte(s.txStatus.Load()) == 'I' {
 		clear(s.portals)
 	}
-	s.respond(encodeMsgs(&pgproto3.ReadyForQuery{TxStatus: byte(s.txStatus.Load())}))
+	s.respond(readyForQuery(byte(s.txStatus.Load())))
+}
+
+// readyMsgs are the encoded ReadyForQuery messages, by transaction
+// status; shared, never written to.
+var readyMsgs = map[byte][]byte{
+	'I': encodeMsgs(&pgproto3.ReadyForQuery{TxStatus: 'I'}),
+	'T': encodeMsgs(&pgproto3.ReadyForQuery{TxStatus: 'T'}),
+	'E': encodeMsgs(&pgproto3.ReadyForQuery{TxStatus: 'E'}),
+}
+
+// readyForQuery returns the encoded ReadyForQuery of status.
+func readyForQuery(status byte) []byte {
+	if m, ok := readyMsgs[status]; ok {
+		return m[:len(m):len(m)]
+	}
+	return encodeMsgs(&pgproto3.ReadyForQuery{TxStatus: status})
 }
 
 // parse handles a Parse whose text mentions fetchq.
