@@ -324,20 +324,24 @@ type callOps interface {
 	ended() bool
 }
 
-// batchKey identifies the sequence of batches a call joins: one of its
-// fields is set.
+// batchKey identifies the statements of a call's batches: one of its
+// fields is set. A lane's round runs several of them (see Lanes): its
+// completes, its kills, and its picks of each version and lock duration.
 type batchKey struct {
-	lane       string
+	pick       pickKey
+	resolve    resolveKey
 	push       string
 	reschedule string
 	reject     string
 }
 
-// Key identifies the batches the call joins. With MaxInFlight 1 (the only
-// setting [Batcher.Prepare] hands out calls for), the batches of one key
-// run one after the other, and calls of one key started one after the
-// other run in that order: in one statement, in arrival order, or in
-// statements that follow one another.
+// Key identifies the statements the call joins. With MaxInFlight 1 (the
+// only setting [Batcher.Prepare] hands out calls for), calls of one key
+// started one after the other run in that order: in one statement, in
+// arrival order, or in statements that follow one another. Calls of two
+// keys may share a round in another order (a lane runs its completes
+// before its picks): a caller that needs one call's effects seen by the
+// next waits for the first to end when the key changes.
 func (c *Call) Key() any { return c.key }
 
 // Start joins the call to its batch without waiting for it: when no batch
@@ -459,7 +463,7 @@ func (b *Batcher) prepare(id string, args []Value) (*Call, error) {
 			}
 			return res, nil
 		})
-	c.key = batchKey{lane: key.queue}
+	c.key = batchKey{pick: key}
 	return c, nil
 }
 
@@ -772,7 +776,7 @@ func (b *Batcher) prepareResolve(id string, o *overload, conv []arg, args []Valu
 			}
 			return res, nil
 		})
-	c.key = batchKey{lane: key.queue}
+	c.key = batchKey{resolve: key}
 	return c, nil
 }
 

@@ -104,3 +104,33 @@ func TestLaneRoundFailsApart(t *testing.T) {
 	require.Equal(t, alone.Rows, got.Rows, "the refused call gets what it gets alone")
 	require.Equal(t, map[string]int{"z": 3, "good": 3, "bad": 2, "p1": 2, "p2": 2}, f.tb.statuses(t, "lf"))
 }
+
+// TestLaneCallKeys: a lane's round runs its completes and kills before its
+// picks, so a pipelining caller must not take a pick and a later complete
+// of one queue as calls that keep their order: they, and picks of another
+// lock duration, have different keys; calls of one statement share one.
+func TestLaneCallKeys(t *testing.T) {
+	tb := setup(t)
+	b := NewBatcher(BatcherConfig{Pool: tb.pool, Store: tb.store})
+	key := func(id string, args ...string) any {
+		vals := make([]Value, len(args))
+		for i, a := range args {
+			vals[i] = Value{Text: a}
+		}
+		c, ok := b.Prepare(id, vals)
+		require.True(t, ok, "%s %v", id, args)
+		return c.Key()
+	}
+	const pick = "doc_pick(varchar,integer,integer,varchar)"
+	pick5m := key(pick, "q", "0", "1", "5m")
+	complete := key("doc_complete(varchar,varchar)", "q", "a")
+	kill := key("doc_kill(varchar,varchar)", "q", "a")
+	require.Equal(t, pick5m, key(pick, "q", "0", "3", "5m"), "picks of one statement")
+	require.Equal(t, complete, key("doc_complete(varchar,varchar)", "q", "b"), "completes of one statement")
+	require.NotEqual(t, pick5m, complete)
+	require.NotEqual(t, pick5m, kill)
+	require.NotEqual(t, complete, kill)
+	require.NotEqual(t, pick5m, key(pick, "q", "0", "1", "10m"))
+	require.NotEqual(t, pick5m, key(pick, "q", "1", "1", "5m"))
+	require.NotEqual(t, complete, key("doc_complete(varchar,varchar)", "r", "a"))
+}
