@@ -272,3 +272,52 @@ func TestPipelinedReschedulesAndRejects(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM fetchq_data.piper__logs WHERE message = 'worker exception' AND ref_id = '*'").Scan(&logs))
 	require.Equal(t, []int{n / 2, n / 2, n / 2}, []int{planned, pending, logs})
 }
+
+// TestPipelinedPickThenComplete: a pipelined complete of the document the
+// pick before it gets sees that pick, even when both would fall in one
+// group-commit round (whose completes run before its picks): the lane's
+// current round is held on a row lock while the pipeline arrives.
+func TestPipelinedPickThenComplete(t *testing.T) {
+	t.Parallel()
+	b, _, _ := setupFull(t)
+	conn := fetchqConn(t, b, "ppc")
+	ctx := ctxT(t, time.Minute)
+	for _, s := range []string{"held", "next"} {
+		_, err := conn.Exec(ctx, "SELECT * FROM fetchq.doc_push('ppc', $1, 0, 0, NOW() - interval '1 minute', '{}')", s)
+		require.NoError(t, err)
+	}
+	var first string
+	require.NoError(t, conn.QueryRow(ctx, "SELECT subject FROM fetchq.doc_pick('ppc', 0, 1, '5m')").Scan(&first))
+	require.Equal(t, "held", first, "the older document first")
+
+	// A transaction elsewhere holds the active document's row: another
+	// client's complete of it leads a round that waits for the lock.
+	lock, err := b.db.Pool(t).Begin(ctx)
+	require.NoError(t, err)
+	defer lock.Rollback(context.Background())
+	_, err = lock.Exec(ctx, "SELECT 1 FROM fetchq_data.ppc__docs WHERE subject = 'held' FOR UPDATE")
+	require.NoError(t, err)
+	other := fetchqConn(t, b)
+	heldDone := make(chan error, 1)
+	go func() {
+		var n int
+		heldDone <- other.QueryRow(ctx, "SELECT affected_rows FROM fetchq.doc_complete('ppc', 'held')").Scan(&n)
+	}()
+	time.Sleep(200 * time.Millisecond)
+
+	// The pipeline arrives while that round waits; the lock goes soon
+	// after it was read.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_ = lock.Rollback(context.Background())
+	}()
+	res := runPipeline(t, ctx, conn.PgConn(), []pipeCall{
+		{"SELECT subject FROM fetchq.doc_pick('ppc', 0, 1, '5m')", nil},
+		{"SELECT affected_rows FROM fetchq.doc_complete('ppc', $1)", []string{"next"}},
+	})
+	require.NoError(t, <-heldDone)
+	require.NoError(t, res[0].err)
+	require.Equal(t, [][]string{{"next"}}, res[0].rows)
+	require.NoError(t, res[1].err)
+	require.Equal(t, [][]string{{"1"}}, res[1].rows, "the complete after the pick completes what it picked")
+}
