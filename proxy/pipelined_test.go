@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -294,7 +295,8 @@ func TestPipelinedPickThenComplete(t *testing.T) {
 	// client's complete of it leads a round that waits for the lock.
 	lock, err := b.db.Pool(t).Begin(ctx)
 	require.NoError(t, err)
-	defer lock.Rollback(context.Background())
+	release := sync.OnceFunc(func() { _ = lock.Rollback(context.Background()) })
+	defer release()
 	_, err = lock.Exec(ctx, "SELECT 1 FROM fetchq_data.ppc__docs WHERE subject = 'held' FOR UPDATE")
 	require.NoError(t, err)
 	other := fetchqConn(t, b)
@@ -309,7 +311,7 @@ func TestPipelinedPickThenComplete(t *testing.T) {
 	// after it was read.
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		_ = lock.Rollback(context.Background())
+		release()
 	}()
 	res := runPipeline(t, ctx, conn.PgConn(), []pipeCall{
 		{"SELECT subject FROM fetchq.doc_pick('ppc', 0, 1, '5m')", nil},
