@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -322,4 +323,89 @@ func TestPipelinedPickThenComplete(t *testing.T) {
 	require.Equal(t, [][]string{{"next"}}, res[0].rows)
 	require.NoError(t, res[1].err)
 	require.Equal(t, [][]string{{"1"}}, res[1].rows, "the complete after the pick completes what it picked")
+}
+
+// TestPipelinedMatchesSequential: random pipelines of pushes, picks,
+// completes and kills on one queue get, call by call, the answers the same
+// calls get one at a time on a twin queue, and leave the same documents.
+// Priorities are distinct, so every pick has one right answer.
+func TestPipelinedMatchesSequential(t *testing.T) {
+	t.Parallel()
+	b, _, _ := setupFull(t)
+	ctx := ctxT(t, 2*time.Minute)
+	for seed := range int64(24) {
+		piped, alone := fmt.Sprintf("pms%d", seed), fmt.Sprintf("pma%d", seed)
+		conn := fetchqConn(t, b, piped, alone)
+		rng := rand.New(rand.NewPCG(uint64(seed), 1))
+		subjects := []string{"a", "b", "c", "d", "e", "f"}
+		for i, s := range subjects {
+			for _, q := range []string{piped, alone} {
+				_, err := conn.Exec(ctx, "SELECT * FROM fetchq.doc_push($1, $2, 0, $3, NOW() - interval '1 minute', '{}')", q, s, 100+i)
+				require.NoError(t, err)
+			}
+		}
+		// calls[i] with queue $1 and, for all but a pick, subject $2.
+		type call struct{ sql, subject string }
+		var calls []call
+		for i := range 16 {
+			s := subjects[rng.IntN(len(subjects))]
+			switch rng.IntN(4) {
+			case 0:
+				calls = append(calls, call{"SELECT subject FROM fetchq.doc_pick($1, 0, 1, '5m')", ""})
+			case 1:
+				calls = append(calls, call{"SELECT affected_rows FROM fetchq.doc_complete($1, $2)", s})
+			case 2:
+				calls = append(calls, call{"SELECT affected_rows FROM fetchq.doc_kill($1, $2)", s})
+			default:
+				// A new subject or one that exists (answers 0), with its own
+				// priority.
+				if rng.IntN(2) == 0 {
+					s = fmt.Sprintf("n%d", i)
+				}
+				calls = append(calls, call{fmt.Sprintf("SELECT queued_docs FROM fetchq.doc_push($1, $2, 0, %d, NOW() - interval '1 minute', '{}')", 200+i), s})
+			}
+		}
+		pipe := make([]pipeCall, len(calls))
+		for i, c := range calls {
+			pipe[i] = pipeCall{c.sql, []string{piped}}
+			if c.subject != "" {
+				pipe[i].params = append(pipe[i].params, c.subject)
+			}
+		}
+		res := runPipeline(t, ctx, conn.PgConn(), pipe)
+		for i, c := range calls {
+			args := []any{alone}
+			if c.subject != "" {
+				args = append(args, c.subject)
+			}
+			var want []string
+			rows, err := conn.Query(ctx, c.sql, args...)
+			require.NoError(t, err)
+			for rows.Next() {
+				var v string
+				require.NoError(t, rows.Scan(&v))
+				want = append(want, v)
+			}
+			require.NoError(t, rows.Err())
+			require.NoError(t, res[i].err, "seed %d call %d %s %s", seed, i, c.sql, c.subject)
+			var got []string
+			for _, r := range res[i].rows {
+				got = append(got, r[0])
+			}
+			require.Equal(t, want, got, "seed %d call %d %s %s", seed, i, c.sql, c.subject)
+		}
+		docs := func(q string) [][]any {
+			rows, err := conn.Query(ctx, "SELECT subject, status, attempts, iterations FROM fetchq_data."+q+"__docs ORDER BY subject")
+			require.NoError(t, err)
+			var out [][]any
+			for rows.Next() {
+				vals, err := rows.Values()
+				require.NoError(t, err)
+				out = append(out, vals)
+			}
+			require.NoError(t, rows.Err())
+			return out
+		}
+		require.Equal(t, docs(alone), docs(piped), "seed %d documents", seed)
+	}
 }
