@@ -326,9 +326,10 @@ func TestPipelinedPickThenComplete(t *testing.T) {
 }
 
 // TestPipelinedMatchesSequential: random pipelines of pushes, picks,
-// completes and kills on one queue get, call by call, the answers the same
-// calls get one at a time on a twin queue, and leave the same documents.
-// Priorities are distinct, so every pick has one right answer.
+// completes, kills, reschedules and rejects on one queue get, call by
+// call, the answers the same calls get one at a time on a twin queue, and
+// leave the same documents. Priorities are distinct, so every pick has
+// one right answer.
 func TestPipelinedMatchesSequential(t *testing.T) {
 	t.Parallel()
 	b, _, _ := setupFull(t)
@@ -344,12 +345,18 @@ func TestPipelinedMatchesSequential(t *testing.T) {
 				require.NoError(t, err)
 			}
 		}
-		// calls[i] with queue $1 and, for all but a pick, subject $2.
+		// Calls with queue $1 and, for all but a pick, subject $2.
 		type call struct{ sql, subject string }
 		var calls []call
 		for i := range 16 {
 			s := subjects[rng.IntN(len(subjects))]
-			switch rng.IntN(4) {
+			switch rng.IntN(6) {
+			case 4:
+				// Back to pending (now) or planned (in an hour).
+				when := []string{"NOW()", "NOW() + interval '1 hour'"}[rng.IntN(2)]
+				calls = append(calls, call{"SELECT affected_rows FROM fetchq.doc_reschedule($1, $2, " + when + ")", s})
+			case 5:
+				calls = append(calls, call{"SELECT affected_rows FROM fetchq.doc_reject($1, $2, 'no', '{}')", s})
 			case 0:
 				calls = append(calls, call{"SELECT subject FROM fetchq.doc_pick($1, 0, 1, '5m')", ""})
 			case 1:
@@ -395,7 +402,7 @@ func TestPipelinedMatchesSequential(t *testing.T) {
 			require.Equal(t, want, got, "seed %d call %d %s %s", seed, i, c.sql, c.subject)
 		}
 		docs := func(q string) [][]any {
-			rows, err := conn.Query(ctx, "SELECT subject, status, attempts, iterations FROM fetchq_data."+q+"__docs ORDER BY subject")
+			rows, err := conn.Query(ctx, "SELECT subject, status, attempts, iterations, next_iteration > NOW() + interval '30 minutes' FROM fetchq_data."+q+"__docs ORDER BY subject")
 			require.NoError(t, err)
 			var out [][]any
 			for rows.Next() {
