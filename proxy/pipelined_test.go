@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 )
@@ -97,15 +98,10 @@ func TestPipelinedCalls(t *testing.T) {
 	require.Less(t, batches1-batches0, int64(n/4), "pipelined pushes were not batched together")
 	t.Logf("%d pipelined pushes in %d batches", calls1-calls0, batches1-batches0)
 
-	var picked []string
 	rows, err := conn.Query(ctx, "SELECT subject FROM fetchq.doc_pick('pipe', 0, $1, '5m')", n)
 	require.NoError(t, err)
-	for rows.Next() {
-		var s string
-		require.NoError(t, rows.Scan(&s))
-		picked = append(picked, s)
-	}
-	require.NoError(t, rows.Err())
+	picked, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
 	require.Len(t, picked, n)
 	calls1, batches1 = batcher.Stats()
 
@@ -385,17 +381,12 @@ func TestPipelinedMatchesSequential(t *testing.T) {
 			if c.subject != "" {
 				args = append(args, c.subject)
 			}
-			var want []string
 			rows, err := conn.Query(ctx, c.sql, args...)
 			require.NoError(t, err)
-			for rows.Next() {
-				var v string
-				require.NoError(t, rows.Scan(&v))
-				want = append(want, v)
-			}
-			require.NoError(t, rows.Err())
+			want, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			require.NoError(t, err)
 			require.NoError(t, res[i].err, "seed %d call %d %s %s", seed, i, c.sql, c.subject)
-			var got []string
+			got := []string{}
 			for _, r := range res[i].rows {
 				got = append(got, r[0])
 			}
