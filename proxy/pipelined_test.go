@@ -322,10 +322,11 @@ func TestPipelinedPickThenComplete(t *testing.T) {
 }
 
 // TestPipelinedMatchesSequential: random pipelines of pushes, picks,
-// completes, kills, reschedules and rejects on one queue get, call by
-// call, the answers the same calls get one at a time on a twin queue, and
-// leave the same documents. Priorities are distinct, so every pick has
-// one right answer.
+// completes, kills, reschedules and rejects on one queue (batched) get,
+// call by call, the answers the same calls get one at a time, each in a
+// transaction block (on the client's own connection), on a twin queue,
+// and leave the same documents. Priorities are distinct, so every pick
+// has one right answer.
 func TestPipelinedMatchesSequential(t *testing.T) {
 	t.Parallel()
 	b, _, _ := setupFull(t)
@@ -381,10 +382,17 @@ func TestPipelinedMatchesSequential(t *testing.T) {
 			if c.subject != "" {
 				args = append(args, c.subject)
 			}
-			rows, err := conn.Query(ctx, c.sql, args...)
-			require.NoError(t, err)
-			want, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			require.NoError(t, err)
+			// Alone and in a transaction block: on the client's own
+			// connection, not through the Batcher.
+			var want []string
+			require.NoError(t, pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				rows, err := tx.Query(ctx, c.sql, args...)
+				if err != nil {
+					return err
+				}
+				want, err = pgx.CollectRows(rows, pgx.RowTo[string])
+				return err
+			}))
 			require.NoError(t, res[i].err, "seed %d call %d %s %s", seed, i, c.sql, c.subject)
 			got := []string{}
 			for _, r := range res[i].rows {
