@@ -325,19 +325,20 @@ func TestPipelinedPickThenComplete(t *testing.T) {
 // completes, kills, reschedules and rejects on one queue (batched) get,
 // call by call, the answers the same calls get one at a time, each in a
 // transaction block (on the client's own connection), on a twin queue,
-// and leave the same documents. Priorities are distinct, so every pick
-// has one right answer.
+// and leave the same documents; so do the calls one at a time in
+// autocommit (each a batch of one) on a third. Priorities are distinct,
+// so every pick has one right answer.
 func TestPipelinedMatchesSequential(t *testing.T) {
 	t.Parallel()
 	b, _, _ := setupFull(t)
 	ctx := ctxT(t, 2*time.Minute)
 	for seed := range int64(24) {
-		piped, alone := fmt.Sprintf("pms%d", seed), fmt.Sprintf("pma%d", seed)
-		conn := fetchqConn(t, b, piped, alone)
+		piped, alone, auto := fmt.Sprintf("pms%d", seed), fmt.Sprintf("pma%d", seed), fmt.Sprintf("pmb%d", seed)
+		conn := fetchqConn(t, b, piped, alone, auto)
 		rng := rand.New(rand.NewPCG(uint64(seed), 1))
 		subjects := []string{"a", "b", "c", "d", "e", "f"}
 		for i, s := range subjects {
-			for _, q := range []string{piped, alone} {
+			for _, q := range []string{piped, alone, auto} {
 				_, err := conn.Exec(ctx, "SELECT * FROM fetchq.doc_push($1, $2, 0, $3, NOW() - interval '1 minute', '{}')", q, s, 100+i)
 				require.NoError(t, err)
 			}
@@ -378,27 +379,36 @@ func TestPipelinedMatchesSequential(t *testing.T) {
 		}
 		res := runPipeline(t, ctx, conn.PgConn(), pipe)
 		for i, c := range calls {
-			args := []any{alone}
-			if c.subject != "" {
-				args = append(args, c.subject)
+			args := func(q string) []any {
+				if c.subject != "" {
+					return []any{q, c.subject}
+				}
+				return []any{q}
 			}
 			// Alone and in a transaction block: on the client's own
 			// connection, not through the Batcher.
 			var want []string
 			require.NoError(t, pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-				rows, err := tx.Query(ctx, c.sql, args...)
+				rows, err := tx.Query(ctx, c.sql, args(alone)...)
 				if err != nil {
 					return err
 				}
 				want, err = pgx.CollectRows(rows, pgx.RowTo[string])
 				return err
 			}))
-			require.NoError(t, res[i].err, "seed %d call %d %s %s", seed, i, c.sql, c.subject)
+			msg := fmt.Sprintf("seed %d call %d %s %s", seed, i, c.sql, c.subject)
+			require.NoError(t, res[i].err, msg)
 			got := []string{}
 			for _, r := range res[i].rows {
 				got = append(got, r[0])
 			}
-			require.Equal(t, want, got, "seed %d call %d %s %s", seed, i, c.sql, c.subject)
+			require.Equal(t, want, got, "pipelined: "+msg)
+			// Alone in autocommit: a batch of one.
+			rows, err := conn.Query(ctx, c.sql, args(auto)...)
+			require.NoError(t, err)
+			got, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			require.NoError(t, err)
+			require.Equal(t, want, got, "autocommit: "+msg)
 		}
 		docs := func(q string) [][]any {
 			rows, err := conn.Query(ctx, "SELECT subject, status, attempts, iterations, next_iteration > NOW() + interval '30 minutes' FROM fetchq_data."+q+"__docs ORDER BY subject")
@@ -412,6 +422,7 @@ func TestPipelinedMatchesSequential(t *testing.T) {
 			require.NoError(t, rows.Err())
 			return out
 		}
-		require.Equal(t, docs(alone), docs(piped), "seed %d documents", seed)
+		require.Equal(t, docs(alone), docs(piped), "seed %d documents, pipelined", seed)
+		require.Equal(t, docs(alone), docs(auto), "seed %d documents, autocommit", seed)
 	}
 }
