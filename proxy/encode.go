@@ -145,14 +145,9 @@ func appendSelectComplete(dst []byte, n int) []byte {
 	return dst
 }
 
-// projectRow picks and encodes the columns the statement returns from one
-// row of the function's output.
-func projectRow(call *rewrite.Call, row [][]byte, formats []int16) ([][]byte, error) {
-	return projectRowTo(make([][]byte, len(call.Columns)), call, row, formats)
-}
-
-// projectRowTo is projectRow into vals, one per column.
-func projectRowTo(vals [][]byte, call *rewrite.Call, row [][]byte, formats []int16) ([][]byte, error) {
+// projectRow picks and encodes, into vals (one per column), the columns
+// the statement returns from one row of the function's output.
+func projectRow(vals [][]byte, call *rewrite.Call, row [][]byte, formats []int16) ([][]byte, error) {
 	for i, c := range call.Columns {
 		var v []byte
 		switch {

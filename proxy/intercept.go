@@ -887,7 +887,7 @@ func callArgs(call *rewrite.Call, params [][]byte, resultFormats []int16) ([]bac
 // withRowDesc), DataRows and CommandComplete.
 func encodeResult(call *rewrite.Call, res *backend.Result, resultFormats []int16, withRowDesc bool) ([]byte, error) {
 	// Sized once: the messages' framing and column names, and every value
-	// of every row (text; binary forms are no longer).
+	// of every row as text (a binary answer may still grow it).
 	n := 32
 	for _, c := range call.Columns {
 		n += 24 + len(c.Name)
@@ -935,7 +935,7 @@ func appendDataRow(dst []byte, call *rewrite.Call, row [][]byte, resultFormats [
 	if len(call.Columns) > len(arr) {
 		vals = make([][]byte, 0, len(call.Columns))
 	}
-	vals, err := projectRowTo(vals[:len(call.Columns)], call, row, resultFormats)
+	vals, err := projectRow(vals[:len(call.Columns)], call, row, resultFormats)
 	if err != nil {
 		return nil, err
 	}

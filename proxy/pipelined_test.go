@@ -413,13 +413,8 @@ func TestPipelinedMatchesSequential(t *testing.T) {
 		docs := func(q string) [][]any {
 			rows, err := conn.Query(ctx, "SELECT subject, status, attempts, iterations, next_iteration > NOW() + interval '30 minutes' FROM fetchq_data."+q+"__docs ORDER BY subject")
 			require.NoError(t, err)
-			var out [][]any
-			for rows.Next() {
-				vals, err := rows.Values()
-				require.NoError(t, err)
-				out = append(out, vals)
-			}
-			require.NoError(t, rows.Err())
+			out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]any, error) { return r.Values() })
+			require.NoError(t, err)
 			return out
 		}
 		require.Equal(t, docs(alone), docs(piped), "seed %d documents, pipelined", seed)
