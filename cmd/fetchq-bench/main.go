@@ -107,7 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.scale, "w4-scale", 10, "pgbench scale factor of W4")
 	idle := fs.String("idle-conns", "1000,10000", "idle connection counts of W5")
 	fs.IntVar(&o.riverWorkers, "river-workers", 2_000, "MaxWorkers of the River client (riverbench's tuned value)")
-	fs.IntVar(&o.maxMemPercent, "w5-max-mem", 50, "W5 uses at most this percentage of MemAvailable; larger counts are capped to what fits")
+	fs.IntVar(&o.maxMemPercent, "w5-max-mem", 75, "W5 uses at most this percentage of MemAvailable; larger counts are capped to what fits")
 	fs.BoolVar(&o.fast, "fast", false, "run Postgres with fsync, synchronous_commit and full_page_writes off (default: durable commits)")
 	fs.Float64Var(&o.quiet, "quiet", 0, "before each measurement, wait until other processes use at most this percentage of the CPUs (0: do not wait)")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 2*time.Minute, "longest wait for -quiet before measuring anyway")
