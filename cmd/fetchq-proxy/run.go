@@ -87,7 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	num(&o.maxClients, "max-clients", "FETCHQ_MAX_CLIENTS", 0, "maximum concurrent client connections, 0 for no limit")
 	num(&o.planCache, "plan-cache", "FETCHQ_PLAN_CACHE", 4096, "statement texts whose parsed plans are cached")
-	num(&o.batchInFlight, "batch-in-flight", "FETCHQ_BATCH_IN_FLIGHT", 1, "group commit: how many batches of one queue and operation (the picks, completes and kills of a queue count as one) may run at once on the service pool; more overlap round trips, fewer make larger batches")
+	num(&o.batchInFlight, "batch-in-flight", "FETCHQ_BATCH_IN_FLIGHT", 1, "group commit: how many batches of one queue and operation (the picks, completes and kills of a queue count as one) may run at once on the service pool; more overlap round trips, fewer make larger batches; above 1, a client's pipelined calls run one at a time (their order could not be kept across batches running at once)")
 	flagBool := func(p *bool, name, e string, def bool, usage string) {
 		fs.BoolVar(p, name, def, env(name, e, usage))
 	}
